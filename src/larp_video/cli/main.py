@@ -1,0 +1,96 @@
+"""Entry point of the ``larp`` command line.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)``, which registers the
+parser and sets ``run(args) -> int`` as its handler. Modules import torch and the models inside
+their handlers, so ``larp --help`` stays fast. ``larp train`` hands its arguments to
+LightningCLI unparsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from larp_video import __version__
+
+logger = logging.getLogger(__name__)
+
+# Modules that define ``add_parser``; the order is the order of ``larp --help``.
+SUBCOMMAND_MODULES = (
+    "larp_video.cli.tokenize",
+    "larp_video.cli.decode",
+    "larp_video.cli.reconstruct",
+    "larp_video.cli.info",
+    "larp_video.cli.convert",
+)
+
+# Subcommands that parse their own arguments (LightningCLI), mapped to the module whose
+# ``main(argv)`` runs them.
+PASSTHROUGH_COMMANDS = {
+    "train": "larp_video.cli.train",
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="larp",
+        description="Tokenize, reconstruct and generate videos with LARP.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).add_parser(subparsers)
+    for name, module_name in PASSTHROUGH_COMMANDS.items():
+        subparsers.add_parser(name, help=importlib.import_module(module_name).HELP, add_help=False)
+    return parser
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s")
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types that describe bad input; the CLI prints them without a traceback."""
+    from larp_video.config import ConfigError
+    from larp_video.data.video_io import VideoReadError
+
+    return (UsageError, ConfigError, VideoReadError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    if argv and argv[0] in PASSTHROUGH_COMMANDS:
+        configure_logging()
+        module = importlib.import_module(PASSTHROUGH_COMMANDS[argv[0]])
+        return _run_reporting_errors(lambda: module.main(argv[1:]))
+
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
+    return _run_reporting_errors(lambda: args.run(args))
+
+
+def _run_reporting_errors(handler) -> int:
+    try:
+        status = handler()
+    except KeyboardInterrupt:
+        print("larp: interrupted", file=sys.stderr)
+        return 130
+    except user_error_types() as error:
+        print(f"larp: error: {error}", file=sys.stderr)
+        return 2
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
