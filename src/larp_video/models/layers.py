@@ -1,0 +1,144 @@
+"""Transformer building blocks and fixed sin-cos position tables shared by the models.
+
+Dimension legend used in shape comments:
+    B  batch          L  sequence length   D  width
+    H  heads          Dh head width (D / H)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed sin-cos position tables. They are computed in float64 and returned as float32, which
+# reproduces the tables stored in the released checkpoints.
+# ---------------------------------------------------------------------------------------------
+
+
+def sincos_1d(dim: int, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Return the (len(positions), dim) table [sin(p * w_i) ..., cos(p * w_i) ...].
+
+    The frequencies are w_i = base ** (-i / (dim / 2)) for i < dim / 2. All sines come first,
+    then all cosines.
+    """
+    return _sincos_1d_float64(dim, positions, base).to(torch.float32)
+
+
+def _sincos_1d_float64(dim: int, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    if dim % 2 != 0:
+        raise ValueError(f"sin-cos tables need an even width, got {dim}")
+    exponents = torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0)
+    frequencies = 1.0 / (base**exponents)  # (dim/2,)
+    angles = positions.to(torch.float64).reshape(-1, 1) * frequencies  # (P, dim/2)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def sincos_2d(dim: int, grid_size: int) -> torch.Tensor:
+    """Return the (grid_size**2, dim) table of a square grid, rows in row-major order.
+
+    The first dim/2 channels encode the column index and the last dim/2 the row index, the
+    convention of MAE's position tables.
+    """
+    return _sincos_2d_float64(dim, grid_size).to(torch.float32)
+
+
+def _sincos_2d_float64(dim: int, grid_size: int) -> torch.Tensor:
+    if dim % 2 != 0:
+        raise ValueError(f"2D sin-cos tables need an even width, got {dim}")
+    index = torch.arange(grid_size, dtype=torch.float64)
+    rows = index.repeat_interleave(grid_size)  # (g*g,) row of each cell
+    columns = index.repeat(grid_size)  # (g*g,) column of each cell
+    return torch.cat([_sincos_1d_float64(dim // 2, columns), _sincos_1d_float64(dim // 2, rows)], dim=1)
+
+
+def sincos_3d(dim: int, grid_size: int, num_frames: int) -> torch.Tensor:
+    """Return the (num_frames * grid_size**2, dim) table in (t, row, column) order.
+
+    Each entry is the 2D table of its cell plus the full-width 1D table of its time index.
+    """
+    spatial = _sincos_2d_float64(dim, grid_size).reshape(1, grid_size * grid_size, dim)
+    temporal = _sincos_1d_float64(dim, torch.arange(num_frames)).reshape(num_frames, 1, dim)
+    return (spatial + temporal).reshape(num_frames * grid_size * grid_size, dim).to(torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-norm ViT block. Parameter names follow timm's ``Block`` (norm1, attn.qkv, attn.proj,
+# norm2, mlp.fc1, mlp.fc2), which the released checkpoints use.
+# ---------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, causal: bool = False):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"width {dim} is not divisible by the number of heads {num_heads}")
+        self.num_heads = num_heads
+        self.causal = causal
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, Dh)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        out = out.transpose(1, 2).reshape(batch, length, dim)  # (B, L, D)
+        return self.proj(out)
+
+
+class Mlp(nn.Module):
+    """Two-layer MLP with exact (erf) GELU."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)).
+
+    No dropout, drop-path or layer scale. LayerNorm eps is 1e-5.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-5)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    """A stack of ``Block``s, named ``blocks.0`` ... ``blocks.{depth-1}``."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def xavier_init_linears(module: nn.Module) -> None:
+    """Initialise every ``nn.Linear`` below ``module`` Xavier-uniform with zero bias."""
+    for submodule in module.modules():
+        if isinstance(submodule, nn.Linear):
+            nn.init.xavier_uniform_(submodule.weight)
+            if submodule.bias is not None:
+                nn.init.zeros_(submodule.bias)
