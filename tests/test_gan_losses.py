@@ -129,7 +129,11 @@ def test_smoothed_targets_one_per_sample():
 
 def test_smoothing_coefficients_are_arguments():
     output = discriminator_loss(
-        torch.zeros(1000), torch.zeros(1000), label_noise_scale=0.0, real_target_floor=0.9, fake_target_cap=0.1
+        torch.zeros(1000),
+        torch.zeros(1000),
+        label_noise_scale=0.0,
+        real_target_floor=0.9,
+        fake_target_cap=0.1,
     )
 
     assert torch.equal(output.real_targets, torch.ones(1000))
