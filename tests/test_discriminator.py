@@ -139,11 +139,11 @@ def test_init_xavier_bounds():
     assert model.head.weight.abs().max() <= head_bound
 
 
-def test_final_norm_eps_matches_reference():
+def test_norm_eps_matches_reference():
     model = VideoDiscriminator(DiscriminatorConfig.tiny())
 
     assert model.norm.eps == 1e-6
-    assert model.blocks[0].norm1.eps == 1e-5
+    assert model.blocks[0].norm1.eps == 1e-6
 
 
 def test_position_table_fixed_and_not_saved():

@@ -44,7 +44,7 @@ class DiscriminatorConfig(Config):
     num_heads: int = 8
     # MLP hidden width as a multiple of ``dim`` (reference: 4, the timm ViT block default).
     mlp_ratio: float = 4.0
-    # Epsilon of the LayerNorm before the output head (reference: 1e-6). The blocks use 1e-5.
+    # Epsilon of the LayerNorm before the output head (reference: 1e-6, as in the blocks).
     final_norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
