@@ -1,0 +1,34 @@
+"""Device and numeric-precision choices shared by the command line and the pipelines."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Return ``device``, or CUDA when available and the CPU otherwise."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Return the autocast context for ``precision`` ("fp32" runs without autocast).
+
+    bf16 is the only reduced precision offered: on CPUs fp16 matmuls are far slower than fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
