@@ -7,9 +7,9 @@ are averaged over time. FVD uses the 400 logits (before softmax) as features, as
 TorchScript model does.
 
 Input to ``features``: see ``video_input.VIDEO_CONTRACT``. Frames are resized to 224 x 224 with
-bilinear interpolation (``align_corners=False``, no antialiasing) on the [-1, 1] video, the
-resize that StyleGAN-V's TorchScript model applies when called with ``resize=True``. The frame
-aspect ratio is not kept, as there.
+bilinear interpolation (``align_corners=False``, no antialiasing) on the [-1, 1] video. Users of
+StyleGAN-V's TorchScript model describe its ``resize=True`` option as this bilinear resize, which
+does not keep the frame aspect ratio either.
 
 ``kinetics400_classes.txt`` lists the class names in logit order; it is ``data/label_map.txt``
 of DeepMind's kinetics-i3d repository (Apache-2.0).
