@@ -241,7 +241,7 @@ def decode_windows(
     model.eval()
     bar = tqdm(total=tokens.num_windows, desc="decode", unit="window", disable=not progress)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             for start in range(0, tokens.num_windows, batch_size):
                 indices = tokens.indices[start : start + batch_size].to(model.device)
                 with autocast(model.device, precision):

@@ -63,8 +63,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that describe bad input; the CLI prints them without a traceback."""
     from larp_video.config import ConfigError
     from larp_video.data.video_io import VideoReadError
+    from larp_video.models.released import ReleasedCheckpointError
+    from larp_video.video_tokens import TokenFileError
 
-    return (UsageError, ConfigError, VideoReadError, FileNotFoundError)
+    return (UsageError, ConfigError, VideoReadError, FileNotFoundError, TokenFileError, ReleasedCheckpointError)
 
 
 def main(argv: list[str] | None = None) -> int:

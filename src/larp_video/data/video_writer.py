@@ -44,7 +44,9 @@ class VideoWriter:
 
     ``width`` and ``height`` fix the frame size; by default the first frame sets it. ``crf`` is
     libx264's constant rate factor from 0 (lossless in YUV) to 51: lower values give higher
-    quality and larger files, and libx264's default is 23.
+    quality and larger files, and libx264's default is 23. ``preset`` is libx264's speed preset
+    (ultrafast ... veryslow): "veryfast" encodes about four times faster than libx264's default
+    "medium" at the same crf, for somewhat larger files.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class VideoWriter:
         width: int | None = None,
         height: int | None = None,
         crf: int = 18,
+        preset: str = "veryfast",
     ) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in MP4_SUFFIXES:
@@ -80,6 +83,7 @@ class VideoWriter:
         self.width = width
         self.height = height
         self.crf = crf
+        self.preset = preset
         self.frames_written = 0
         self._rate = Fraction(fps).limit_denominator(_MAX_RATE_DENOMINATOR)
         self._temporary_path = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
@@ -206,7 +210,7 @@ class VideoWriter:
         stream.codec_context.color_trc = _BT709
         stream.codec_context.colorspace = _BT709
         stream.codec_context.color_range = int(ColorRange.MPEG)
-        stream.options = {"crf": str(self.crf)}
+        stream.options = {"crf": str(self.crf), "preset": self.preset}
         self._stream = stream
 
     def _pad_to_even(self, image: np.ndarray) -> np.ndarray:

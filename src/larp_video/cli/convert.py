@@ -1,0 +1,37 @@
+"""``larp convert SRC -o DST``: rewrite a tokenizer (e.g. a released checkpoint) in our layout."""
+
+from __future__ import annotations
+
+import argparse
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="write a released LARP tokenizer (or any tokenizer) in this package's layout",
+        description="Load a tokenizer from a released LARP checkpoint directory, a Hub id, a training "
+        ".ckpt or one of our model directories, and save it as config.json + model.safetensors.",
+    )
+    parser.add_argument("source", help="model directory, Hub id (e.g. hywang66/LARP-L-long-tokenizer) or .ckpt")
+    parser.add_argument("-o", "--output", required=True, help="directory to write")
+    parser.add_argument("--drop-prior", action="store_true", help="leave out the AR prior (used in training only)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the saved weights (default: fp32)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from larp_video.models.tokenizer import LARPTokenizer
+    from larp_video.pretrained import load_tokenizer
+
+    model, name = load_tokenizer(args.source)
+    if args.drop_prior and model.prior is not None:
+        stripped = LARPTokenizer(model.config.replace(prior=None))
+        stripped.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("prior.")})
+        model = stripped
+    directory = model.save_pretrained(args.output, dtype=getattr(torch, DTYPES[args.dtype]))
+    print(f"wrote {directory} ({model.num_parameters() / 1e6:.1f} M parameters) from {name}")
+    return 0

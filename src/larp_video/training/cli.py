@@ -1,0 +1,47 @@
+"""The LightningCLI behind ``larp train``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+
+from lightning.pytorch.cli import LightningCLI
+
+logger = logging.getLogger(__name__)
+
+
+class LarpCLI(LightningCLI):
+    """LightningCLI without subcommands: it always fits, optionally resuming with ``--resume``."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--resume",
+            default=None,
+            help="checkpoint to resume from: a .ckpt path, or 'last' for the newest checkpoint of this run",
+        )
+        model_class = self.model_class
+        if hasattr(model_class, "add_cli_links"):
+            model_class.add_cli_links(parser)
+
+
+def _load(path: str):
+    module_name, class_name = path.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def run_training(module_path: str, data_path: str, args: list[str]) -> int:
+    # Lightning warns that checkpoints of manually optimised modules hold the weights after the
+    # optimizer step; that is what resuming needs, so the warning is noise here.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    cli = LarpCLI(
+        _load(module_path),
+        _load(data_path),
+        args=args,
+        run=False,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "larp train", "allow_abbrev": False},
+    )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
+    return 0
