@@ -32,3 +32,14 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def cast_for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """Cast an inference model's weights for ``precision``.
+
+    "bf16" stores the weights in bfloat16, which is faster than autocast because no weight is
+    cast per call; the tokenizer's quantizer still computes in float32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return model.to(torch.bfloat16) if precision == "bf16" else model

@@ -236,6 +236,7 @@ class LARPTokenizer(nn.Module, PretrainedMixin):
     def encode_hidden(self, video: torch.Tensor) -> torch.Tensor:
         """Return the (B, N, D) encoder output at the query positions."""
         self.check_video(video)
+        video = video.to(self.patch_embed.proj.weight.dtype)  # no-op unless the weights are bf16
         patches = self.patch_embed(video) + self.encoder_pos_embed  # (B, P, D)
         queries = self.queries.unsqueeze(0).expand(video.shape[0], -1, -1).to(patches.dtype)  # (B, N, D)
         hidden = self.encoder(torch.cat([patches, queries], dim=1))  # (B, P+N, D)
@@ -267,6 +268,7 @@ class LARPTokenizer(nn.Module, PretrainedMixin):
         c = self.config
         if codes.dim() != 3 or codes.shape[1:] != (c.num_tokens, c.code_dim):
             raise ValueError(f"codes must be (batch, {c.num_tokens}, {c.code_dim}), got {tuple(codes.shape)}")
+        codes = codes.to(self.from_code.weight.dtype)  # no-op unless the weights are bf16
         latents = self.from_code(codes) + self.decoder_latent_pos_embed  # (B, N, D)
         patch_queries = self.decoder_patch_pos_embed + self.patch_query_embed  # (1, P, D)
         patch_queries = patch_queries.expand(codes.shape[0], -1, -1).to(latents.dtype)
