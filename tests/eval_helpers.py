@@ -80,7 +80,8 @@ def write_samples(folder: Path, count: int, frames: int = 10, size: int = 32, se
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for index in range(count):
-        make_test_video(folder / f"{index}.mp4", frames=rng.integers(0, 256, size=(frames, size, size, 3), dtype=np.uint8))
+        noise = rng.integers(0, 256, size=(frames, size, size, 3), dtype=np.uint8)
+        make_test_video(folder / f"{index}.mp4", frames=noise)
     return folder
 
 

@@ -7,7 +7,7 @@ import argparse
 from larp_video.runtime import PRECISIONS
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, batch_unit: str = "windows") -> None:
     parser.add_argument(
         "--model",
         metavar="PATH_OR_ID",
@@ -21,7 +21,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         help="fp32, or bf16 autocast (faster on recent CPUs and GPUs; codes may differ slightly)",
     )
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="windows per forward pass (default: 4)")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help=f"{batch_unit} per forward pass (default: 4)")
 
 
 def add_fit_argument(parser: argparse.ArgumentParser) -> None:

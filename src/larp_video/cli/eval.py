@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
     _add_chunk_protocol(protocols, "frame-prediction", num_chunks=50_000)
 
 
-def _add_common(parser: argparse.ArgumentParser, batch_size_help: str | None = None) -> None:
+def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="CSV video list with the header id,path,action,label")
     parser.add_argument("--seed", type=int, default=42, help="seed of the clip selection (default: 42)")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (default: 16; I3D needs at least 9)")
@@ -61,8 +61,10 @@ def _add_reconstruction(protocols) -> None:
         "clip's video, start frame and metrics) and a report with the best and worst clips.",
     )
     _add_common(parser)
-    add_model_arguments(parser)
-    parser.add_argument("--num-videos", type=int, help="evaluate a seeded random subset of this many videos (default: all)")
+    add_model_arguments(parser, batch_unit="clips")
+    parser.add_argument(
+        "--num-videos", type=int, help="evaluate a seeded random subset of this many videos (default: all)"
+    )
     parser.add_argument(
         "--size",
         default="model",
@@ -98,22 +100,31 @@ def _add_chunk_protocol(protocols, name: str, num_chunks: int) -> None:
     parser.add_argument(
         "--with-replacement",
         action="store_true",
-        help="draw chunks with replacement (random.Random(seed).choices), needed when fewer chunks exist than requested",
+        help="draw chunks with replacement (random.Random(seed).choices), "
+        "needed when fewer chunks exist than requested",
     )
     parser.add_argument(
-        "--size", type=int, default=128, help="real chunks: short side resized to this and centre-cropped (default: 128)"
+        "--size",
+        type=int,
+        default=128,
+        help="real chunks: short side resized to this and centre-cropped (default: 128)",
     )
 
     if name == "frame-prediction":
         parser.add_argument("--fvd-size", type=int, default=64, help="resolution of both sets before I3D (default: 64)")
         parser.add_argument(
-            "--conditioning-frames", type=int, default=5, help="frames given to the predictor, recorded in the results (default: 5)"
+            "--conditioning-frames",
+            type=int,
+            default=5,
+            help="frames given to the predictor, recorded in the results (default: 5)",
         )
 
     parser.add_argument("--plan", metavar="CSV", help="reuse a plan.csv written before (skips counting frames)")
     parser.add_argument("--plan-only", action="store_true", help="write OUT_DIR/plan.csv and plan.json and stop")
     parser.add_argument(
-        "--write-real-clips", metavar="DIR", help="also write each drawn real chunk, at the resolution it enters I3D, as DIR/<sample>.mp4 (H.264, crf 0)"
+        "--write-real-clips",
+        metavar="DIR",
+        help="also write each drawn real chunk, at the resolution it enters I3D, as DIR/<sample>.mp4 (H.264, crf 0)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward pass (default: 8)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -208,7 +219,8 @@ def run_chunk_command(args: argparse.Namespace) -> int:
     if not is_main:
         return 0
     if results is None:
-        print(f"drew {config.num_chunks} of {description['available_chunks']} chunks (seed {config.seed}) from {config.manifest}")
+        available = description["available_chunks"]
+        print(f"drew {config.num_chunks} of {available} chunks (seed {config.seed}) from {config.manifest}")
         print(f"wrote {Path(args.output_dir) / 'plan.csv'} and plan.json")
         if args.write_real_clips:
             print(f"wrote the real chunks to {args.write_real_clips}")

@@ -103,7 +103,9 @@ def select_videos(num_available: int, num_videos: int | None, seed: int) -> list
     if num_videos is None or num_videos == num_available:
         return list(range(num_available))
     if not 1 <= num_videos <= num_available:
-        raise ValueError(f"num_videos must be between 1 and the {num_available} videos of the manifest, got {num_videos}")
+        raise ValueError(
+            f"num_videos must be between 1 and the {num_available} videos of the manifest, got {num_videos}"
+        )
     return sorted(random.Random(seed).sample(range(num_available), num_videos))
 
 
@@ -194,7 +196,9 @@ def read_plan(path: str | os.PathLike) -> list[PlannedChunk]:
         reader = csv.DictReader(handle)
         missing = set(PLAN_COLUMNS) - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"plan {path} lacks the columns {sorted(missing)}; write plans with `larp eval ... --plan-only`")
+            raise ValueError(
+                f"plan {path} lacks the columns {sorted(missing)}; write plans with `larp eval ... --plan-only`"
+            )
         integers = {"sample", "video_index", "start_frame", "num_frames", "label"}
         return [
             PlannedChunk(**{name: int(row[name]) if name in integers else row[name] for name in PLAN_COLUMNS})

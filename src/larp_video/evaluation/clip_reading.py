@@ -55,7 +55,9 @@ class ReconstructionClips(Dataset):
     ``start_frame`` and ``frames_read`` (frames before padding).
     """
 
-    def __init__(self, entries: Sequence[ManifestEntry], video_indices: Sequence[int], num_frames: int, size: int, seed: int):
+    def __init__(
+        self, entries: Sequence[ManifestEntry], video_indices: Sequence[int], num_frames: int, size: int, seed: int
+    ):
         self.entries = list(entries)
         self.video_indices = list(video_indices)
         self.num_frames = num_frames
@@ -166,7 +168,9 @@ def list_sample_files(folder: str | os.PathLike) -> list[Path]:
     """Return the video files under ``folder`` (recursively) in natural order (2.mp4 before 10.mp4)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"samples folder {folder} not found; pass the folder that contains the generated videos")
+        raise FileNotFoundError(
+            f"samples folder {folder} not found; pass the folder that contains the generated videos"
+        )
     files = [path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS]
     if not files:
         raise FileNotFoundError(f"no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) found under {folder}")

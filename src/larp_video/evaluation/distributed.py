@@ -83,6 +83,7 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
         yield device
         return
 
+    # NOTE: only the gloo path on CPUs has been run; the NCCL path with one GPU per rank has not.
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -90,7 +91,8 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
     else:
         backend = "gloo"
     torch.distributed.init_process_group(backend=backend)
-    logger.info("rank %d of %d started on %s (%s)", torch.distributed.get_rank(), torchrun_world_size(), device, backend)
+    rank, world_size = torch.distributed.get_rank(), torchrun_world_size()
+    logger.info("rank %d of %d started on %s (%s)", rank, world_size, device, backend)
     try:
         yield device
     finally:

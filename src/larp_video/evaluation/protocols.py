@@ -51,7 +51,9 @@ CHUNK_RULE = (
     "all non-overlapping chunks [i*F, (i+1)*F) of every video with i < frames // F, videos in the order of their "
     "manifest path; random.Random(seed).sample(range(available), count), as the reference implementation's sample.py"
 )
-CHUNK_RULE_WITH_REPLACEMENT = CHUNK_RULE.replace(".sample(range(available), count)", ".choices(range(available), k=count)")
+CHUNK_RULE_WITH_REPLACEMENT = CHUNK_RULE.replace(
+    ".sample(range(available), count)", ".choices(range(available), k=count)"
+)
 FVD_DEFINITION = (
     "Frechet distance between Gaussians fitted to the 400 I3D Kinetics-400 logits (float64 sums, biased covariance)"
 )
@@ -88,7 +90,8 @@ class ChunkProtocolConfig(Config):
                 raise ProtocolError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.conditioning_frames is not None and not 0 < self.conditioning_frames < self.frames:
             raise ProtocolError(
-                f"conditioning_frames must be between 1 and frames - 1 = {self.frames - 1}, got {self.conditioning_frames}"
+                f"conditioning_frames must be between 1 and frames - 1 = {self.frames - 1}, "
+                f"got {self.conditioning_frames}"
             )
 
     @classmethod
@@ -183,6 +186,8 @@ def _plan_parameters(config: ChunkProtocolConfig, manifest_sha256: str) -> dict[
 
 def count_frames(paths: list[str], config: ChunkProtocolConfig, rank: RankInfo) -> list[int]:
     """Decode every video once to count its frames; each rank counts its shard."""
+    # NOTE: the reference implementation counts frames with decord. For a file where decord and
+    # PyAV disagree, the enumeration shifts and the draw differs from the reference's draw.
     indices = shard(range(len(paths)), rank.rank, rank.world_size)
     loader = make_loader(FrameCounts(paths, indices), batch_size=1, workers=config.workers)
     counted = []
@@ -199,7 +204,9 @@ def load_or_build_plan(config: ChunkProtocolConfig, rank: RankInfo) -> tuple[lis
     if config.plan is not None:
         description_path = Path(config.plan).with_suffix(".json")
         if not description_path.is_file():
-            raise ProtocolError(f"plan {config.plan} has no description {description_path}; write plans with --plan-only")
+            raise ProtocolError(
+                f"plan {config.plan} has no description {description_path}; write plans with --plan-only"
+            )
         description = json.loads(description_path.read_text(encoding="utf-8"))
         differences = [
             f"{key}: plan {description.get(key)!r}, requested {value!r}"
@@ -265,7 +272,8 @@ def _real_chunk_statistics(
         if config.write_real_clips is not None:
             for sample, clip in zip(batch["sample"], batch["video"]):
                 # crf 0: H.264 without loss beyond the 4:2:0 colour subsampling.
-                write_video(Path(config.write_real_clips) / f"{sample:06d}.mp4", tensor_to_frames(clip), fps=25.0, crf=0)
+                path = Path(config.write_real_clips) / f"{sample:06d}.mp4"
+                write_video(path, tensor_to_frames(clip), fps=25.0, crf=0)
     if statistics is not None:
         statistics.all_reduce()
     return statistics
@@ -308,8 +316,8 @@ def run_chunk_protocol(
     plan, plan_description = load_or_build_plan(config, rank)
     if len(sample_files) != len(plan):
         raise ProtocolError(
-            f"the samples folder {config.samples} contains {len(sample_files)} videos but the protocol draws {len(plan)} "
-            f"real chunks; generate one video per plan row, or pass --num-chunks {len(sample_files)}"
+            f"the samples folder {config.samples} contains {len(sample_files)} videos but the protocol draws "
+            f"{len(plan)} real chunks; generate one video per plan row, or pass --num-chunks {len(sample_files)}"
         )
     plan_path = save_plan(config.output_dir, plan, plan_description) if rank.is_main else None
 
@@ -329,7 +337,8 @@ def run_chunk_protocol(
 
     fake = new_statistics(extractor)
     indices = shard(range(len(sample_files)), rank.rank, rank.world_size)
-    loader = make_loader(SampleClips(sample_files, indices, config.frames, config.resolution), config.batch_size, config.workers)
+    dataset = SampleClips(sample_files, indices, config.frames, config.resolution)
+    loader = make_loader(dataset, config.batch_size, config.workers)
     for batch in tqdm(loader, desc="generated videos", unit="batch", disable=not (config.progress and rank.is_main)):
         fake.update(extractor.features(batch["video"], batch_size=config.batch_size))
     fake.all_reduce()
@@ -377,7 +386,10 @@ def run_chunk_protocol(
 
 
 def _real_preprocessing(config: ChunkProtocolConfig) -> str:
-    text = f"frames [start, start + {config.frames}); short side resized to {config.clip_size} (bilinear, antialiased), centre crop"
+    text = (
+        f"frames [start, start + {config.frames}); short side resized to {config.clip_size} "
+        "(bilinear, antialiased), centre crop"
+    )
     if config.resolution != config.clip_size:
         text += f"; then resized to {config.resolution} x {config.resolution} (bilinear, antialiased)"
     return text
@@ -387,7 +399,8 @@ def _describe(config: ChunkProtocolConfig) -> str:
     if config.protocol == "generation":
         return (
             f"gFVD: {config.num_chunks} generated videos against {config.num_chunks} real {config.frames}-frame chunks "
-            f"drawn with seed {config.seed} from {Path(config.manifest).name}, at {config.resolution} x {config.resolution}."
+            f"drawn with seed {config.seed} from {Path(config.manifest).name}, "
+            f"at {config.resolution} x {config.resolution}."
         )
     return (
         f"Frame-prediction FVD: {config.num_chunks} predicted videos (conditioned on the first "

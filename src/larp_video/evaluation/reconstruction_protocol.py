@@ -89,17 +89,21 @@ def reconstruct_clips(model: torch.nn.Module, clips: torch.Tensor, precision: st
     windows = math.ceil(frames / window)
     padded = torch.cat([clips, clips[:, :, -1:].expand(-1, -1, windows * window - frames, -1, -1)], dim=2)
     # (B, 3, W*T_w, S, S) -> (B*W, 3, T_w, S, S)
-    stacked = padded.view(batch, 3, windows, window, size, size).transpose(1, 2).reshape(batch * windows, 3, window, size, size)
+    stacked = padded.view(batch, 3, windows, window, size, size).transpose(1, 2)
+    stacked = stacked.reshape(batch * windows, 3, window, size, size)
     with torch.no_grad(), autocast(clips.device, precision):
         encoded = model.encode(stacked)
         decoded = model.decode_codes(encoded.codes)
     decoded = decoded.float().clamp_(0.0, 1.0)
     # (B*W, 3, T_w, S, S) -> (B, 3, W*T_w, S, S), then drop the padding frames
-    decoded = decoded.view(batch, windows, 3, window, size, size).transpose(1, 2).reshape(batch, 3, windows * window, size, size)
+    decoded = decoded.view(batch, windows, 3, window, size, size).transpose(1, 2)
+    decoded = decoded.reshape(batch, 3, windows * window, size, size)
     return decoded[:, :, :frames].contiguous(), encoded.indices.view(batch, -1)
 
 
-def clip_metrics(original: torch.Tensor, reconstruction: torch.Tensor, lpips_model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def clip_metrics(
+    original: torch.Tensor, reconstruction: torch.Tensor, lpips_model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
     """Return (B,) PSNR, clip-MSE PSNR, SSIM, LPIPS and MSE of (B, 3, T, S, S) clips in [0, 1]."""
     mse = (original - reconstruction).pow(2).mean(dim=(1, 2, 3, 4))
     return {
@@ -157,7 +161,8 @@ def run_reconstruction(
     records: list[dict[str, Any]] = []
     windows = math.ceil(config.frames / model.config.num_frames)
 
-    dataset = ReconstructionClips(entries, shard(selected, rank.rank, rank.world_size), config.frames, size, config.seed)
+    shard_indices = shard(selected, rank.rank, rank.world_size)
+    dataset = ReconstructionClips(entries, shard_indices, config.frames, size, config.seed)
     loader = make_loader(dataset, config.batch_size, config.workers)
     model.eval()
     for batch in tqdm(loader, desc="reconstruct", unit="batch", disable=not (config.progress and rank.is_main)):
@@ -172,7 +177,8 @@ def run_reconstruction(
         for item, video_index in enumerate(batch["video_index"]):
             read = batch["frames_read"][item]
             original, reconstruction = clips[item : item + 1, :, :read], reconstructions[item : item + 1, :, :read]
-            values = {name: float(value[0]) for name, value in clip_metrics(original, reconstruction, lpips_model).items()}
+            metrics = clip_metrics(original, reconstruction, lpips_model)
+            values = {name: float(value[0]) for name, value in metrics.items()}
             entry = entries[video_index]
             records.append(
                 {"video_index": video_index, "video_id": entry.video_id, "path": str(entry.path),
@@ -196,6 +202,7 @@ def run_reconstruction(
     rfvd, fvd_warnings = fvd_with_warnings(real, fake)
     mean = {name: sum(record[name] for record in records) / len(records) for name in CLIP_COLUMNS[5:]}
     codebook_size = model.config.codebook_size
+    bits = windows * model.config.num_tokens * math.log2(codebook_size)
     results = {
         "protocol": "reconstruction",
         "description": (
@@ -211,7 +218,7 @@ def run_reconstruction(
             "mse": mean["mse"],
             "codebook_usage": usage.usage,
             "codebook_perplexity": usage.perplexity,
-            "bits_per_pixel": windows * model.config.num_tokens * math.log2(codebook_size) / (config.frames * size * size),
+            "bits_per_pixel": bits / (config.frames * size * size),
             "clips": len(records),
         },
         "parameters": {
@@ -234,7 +241,9 @@ def run_reconstruction(
             "lpips": weights_record(lpips_model),
             "metric_definitions": {
                 "psnr": "mean over clips of the mean per-frame PSNR (data range 1)",
-                "psnr_video_mse": "mean over clips of 10 log10(1 / MSE over the clip), the reference implementation's PSNR",
+                "psnr_video_mse": (
+                    "mean over clips of 10 log10(1 / MSE over the clip), the reference implementation's PSNR"
+                ),
                 "ssim": "11 x 11 Gaussian window, sigma 1.5, mean over frames and clips",
                 "lpips": "LPIPS-VGG v0.1, mean over frames and clips",
                 "codebook_usage": "fraction of the codebook used at least once over all clips",
