@@ -11,7 +11,7 @@ import torch
 
 from eval_helpers import StubExtractor, StubLPIPS, distributed_worker, write_manifest, write_samples
 from larp_video.data.datasets import VideoClipDataset
-from larp_video.data.video_errors import TooFewFramesError
+from larp_video.data.video_errors import TooFewFramesError, VideoReadError
 from larp_video.evaluation.chunks import (
     NotEnoughChunksError,
     PlannedChunk,
@@ -232,6 +232,13 @@ def test_generation_short_sample_names_file(manifest, tmp_path):
     samples = write_samples(tmp_path / "samples", 4, frames=6)
     with pytest.raises(TooFewFramesError, match=r"0\.mp4.*shorter than the 10 frames"):
         run_chunk_protocol(_generation_config(manifest, tmp_path, samples), feature_extractor=StubExtractor())
+
+
+def test_generation_worker_error_keeps_type(manifest, tmp_path):
+    samples = write_samples(tmp_path / "samples", 4, frames=12)
+    (samples / "2.mp4").write_bytes(b"not a video")
+    with pytest.raises(VideoReadError, match=r"2\.mp4"):
+        run_chunk_protocol(_generation_config(manifest, tmp_path, samples, workers=1), feature_extractor=StubExtractor())
 
 
 def test_generation_real_stats_cache(manifest, tmp_path):

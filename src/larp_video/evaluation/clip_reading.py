@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from larp_video.data.datasets import VIDEO_EXTENSIONS
 from larp_video.data.transforms import FrameGeometry, fit_to_model, frames_to_tensor, pad_frames, resize
-from larp_video.data.video_errors import TooFewFramesError
+from larp_video.data.video_errors import TooFewFramesError, VideoReadError
 from larp_video.data.video_io import iter_video, probe_video, read_video
 from larp_video.evaluation.chunks import ManifestEntry, PlannedChunk, clip_start
 
@@ -48,7 +48,24 @@ def read_first_frames(path: str | os.PathLike, num_frames: int, start_frame: int
     return chunk
 
 
-class ReconstructionClips(Dataset):
+class VideoItems(Dataset):
+    """A dataset whose ``read(item)`` decodes a video file.
+
+    A ``VideoReadError`` is returned as the item's ``error`` instead of raised, so that it
+    reaches the main process intact from a DataLoader worker; ``ClipLoader`` raises it there.
+    """
+
+    def read(self, item: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, item: int) -> dict:
+        try:
+            return self.read(item)
+        except VideoReadError as error:
+            return {"error": error}
+
+
+class ReconstructionClips(VideoItems):
     """One seeded clip per manifest video (see ``chunks.clip_start``), padded to ``num_frames``.
 
     Items: ``video`` (3, T, S, S), ``video_index`` (position in the sorted manifest),
@@ -67,7 +84,7 @@ class ReconstructionClips(Dataset):
     def __len__(self) -> int:
         return len(self.video_indices)
 
-    def __getitem__(self, item: int) -> dict:
+    def read(self, item: int) -> dict:
         video_index = self.video_indices[item]
         path = self.entries[video_index].path
         info = probe_video(path)
@@ -78,7 +95,7 @@ class ReconstructionClips(Dataset):
         return {"video": clip.contiguous(), "video_index": video_index, "start_frame": start, "frames_read": count}
 
 
-class ChunkClips(Dataset):
+class ChunkClips(VideoItems):
     """The real chunks of a plan, fitted to ``clip_size`` and then resized to ``output_size``.
 
     The two steps follow the reference implementation's frame-prediction protocol, which crops
@@ -94,7 +111,7 @@ class ChunkClips(Dataset):
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, item: int) -> dict:
+    def read(self, item: int) -> dict:
         chunk = self.chunks[item]
         frames = read_first_frames(chunk.path, chunk.num_frames, chunk.start_frame)
         clip = fit_square(frames, self.clip_size)
@@ -103,7 +120,7 @@ class ChunkClips(Dataset):
         return {"video": clip.contiguous(), "sample": chunk.sample}
 
 
-class SampleClips(Dataset):
+class SampleClips(VideoItems):
     """The first ``num_frames`` frames of each generated video, fitted to ``size``.
 
     Items: ``video`` (3, T, size, size), ``file_index`` (position in ``paths``).
@@ -119,7 +136,7 @@ class SampleClips(Dataset):
     def __len__(self) -> int:
         return len(self.file_indices)
 
-    def __getitem__(self, item: int) -> dict:
+    def read(self, item: int) -> dict:
         index = self.file_indices[item]
         try:
             frames = read_first_frames(self.paths[index], self.num_frames)
@@ -132,7 +149,7 @@ class SampleClips(Dataset):
         return {"video": fit_square(frames, self.size).contiguous(), "file_index": index}
 
 
-class FrameCounts(Dataset):
+class FrameCounts(VideoItems):
     """Decoded frame count of each video, for enumerating chunks. Items: ``index``, ``frames``."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], indices: Sequence[int]):
@@ -142,22 +159,57 @@ class FrameCounts(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, item: int) -> dict:
+    def read(self, item: int) -> dict:
         index = self.indices[item]
         return {"index": index, "frames": probe_video(self.paths[index]).num_frames}
 
 
 def collate_clips(items: list[dict]) -> dict:
-    """Stack the ``video`` tensors into (B, 3, T, S, S) and list every other field."""
+    """Stack the ``video`` tensors into (B, 3, T, S, S) and list every other field.
+
+    A batch with a failed item becomes ``{"error": the first error}``.
+    """
+    for item in items:
+        if "error" in item:
+            return {"error": item["error"]}
     batch: dict = {key: [item[key] for item in items] for key in items[0]}
     if "video" in batch:
         batch["video"] = torch.stack(batch["video"])
     return batch
 
 
-def make_loader(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
-    """Return an in-order DataLoader over ``dataset`` that decodes in ``workers`` processes."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_clips)
+class ClipLoader:
+    """In-order batches of a ``VideoItems`` dataset, decoded in ``workers`` processes.
+
+    Iterating raises the ``VideoReadError`` of the first unreadable video, with its own type
+    and message, also when it happened in a worker. Workers are spawned, not forked: a worker
+    forked from a process that had already encoded and decoded videos with PyAV (as
+    ``--write-real-clips`` does) crashed with a segmentation fault.
+    """
+
+    def __init__(self, dataset: VideoItems, batch_size: int, workers: int = 0):
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=collate_clips,
+            multiprocessing_context="spawn" if workers > 0 else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            if "error" in batch:
+                raise batch["error"]
+            yield batch
+
+
+def make_loader(dataset: VideoItems, batch_size: int, workers: int = 0) -> ClipLoader:
+    """Return a ``ClipLoader`` over ``dataset``."""
+    return ClipLoader(dataset, batch_size, workers)
 
 
 def _natural_key(path: Path) -> list:
