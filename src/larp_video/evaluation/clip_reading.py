@@ -52,7 +52,7 @@ class VideoItems(Dataset):
     """A dataset whose ``read(item)`` decodes a video file.
 
     A ``VideoReadError`` is returned as the item's ``error`` instead of raised, so that it
-    reaches the main process intact from a DataLoader worker; ``ClipLoader`` raises it there.
+    reaches the main process intact from a DataLoader worker. ``ClipLoader`` raises it there.
     """
 
     def read(self, item: int) -> dict:
