@@ -283,6 +283,16 @@ def test_forward_bf16_autocast_matches_fp32():
     assert abs(mixed.loss.item() - reference.loss.item()) < 0.05
 
 
+def test_optimizer_groups_decay_only_linear_weights():
+    model = LARPGenerator(GeneratorConfig.tiny())
+    decay, no_decay = model.optimizer_groups(0.05)
+    linear_count = 2 * (2 + 3) + 1  # per block qkv, proj and three SwiGLU weights, plus the head
+    assert len(decay["params"]) == linear_count
+    assert decay["weight_decay"] == 0.05
+    assert no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
 def test_backward_reaches_every_parameter():
     model = LARPGenerator(GeneratorConfig.tiny(drop_path_rate=0.1)).train()
     torch.nn.init.normal_(model.head.weight, std=0.02)

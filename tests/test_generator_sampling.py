@@ -129,6 +129,16 @@ def test_generate_guided_equals_separate_passes():
     assert torch.equal(generated, expected)
 
 
+def test_generate_linear_schedule_starts_unguided():
+    model = random_generator(GeneratorConfig.tiny())
+    labels = torch.tensor([0, 1, 2, 3])
+    scheduled = model.generate(labels, cfg_scale=4.0, cfg_schedule="linear", temperature=0.0)
+    unguided = model.generate(labels, temperature=0.0)
+    guided = model.generate(labels, cfg_scale=4.0, temperature=0.0)
+    assert torch.equal(scheduled[:, 0], unguided[:, 0])
+    assert not torch.equal(guided, unguided)
+
+
 def test_generate_under_bf16_autocast():
     model = random_generator(GeneratorConfig.tiny())
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -9,7 +9,6 @@ Dimension legend used in shape comments:
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
 import torch
@@ -23,8 +22,6 @@ from larp_video.models.llama import DecoderBlock, KVCache, RotaryEmbedding
 from larp_video.models.sampling import generate
 
 __all__ = ["GENERATOR_SIZES", "GeneratorConfig", "GeneratorOutput", "LARPGenerator", "generator_config"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -141,7 +138,9 @@ class LARPGenerator(nn.Module, PretrainedMixin):
     def null_condition(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Return (B,) labels of the null class, the unconditional input of classifier-free guidance."""
         if self.config.frame_prediction:
-            raise ValueError("frame-prediction models have no null condition, so classifier-free guidance is unavailable")
+            raise ValueError(
+                "frame-prediction models have no null condition, so classifier-free guidance is unavailable"
+            )
         return torch.full((batch_size,), -1, dtype=torch.long, device=device)
 
     # -----------------------------------------------------------------------------------------
@@ -196,6 +195,17 @@ class LARPGenerator(nn.Module, PretrainedMixin):
         if return_loss:
             loss = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
         return GeneratorOutput(logits=logits, loss=loss)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Split the parameters into optimizer groups: linear weights decay, the rest does not.
+
+        Embeddings, the position table and RMSNorm weights get no weight decay, as in LARP's
+        AdamW setup. Pass the result to the optimizer, e.g. ``torch.optim.AdamW(groups, lr=...)``.
+        """
+        linear_weights = {id(module.weight) for module in self.modules() if isinstance(module, nn.Linear)}
+        decay = [parameter for parameter in self.parameters() if id(parameter) in linear_weights]
+        no_decay = [parameter for parameter in self.parameters() if id(parameter) not in linear_weights]
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     # -----------------------------------------------------------------------------------------
     # Sampling and loading
