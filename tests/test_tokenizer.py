@@ -280,3 +280,12 @@ def test_prior_loss_is_mean_of_rounds(tiny_model):
     out = prior.loss(codes, indices, tiny_model.quantizer.unit_codebook(), sampling_ratio=0.5)
     per_round = [torch.nn.functional.cross_entropy(logits.flatten(0, 1), indices[:, 1:].flatten()) for logits in out.logits]
     assert torch.allclose(out.loss, torch.stack(per_round).mean(), atol=1e-6)
+
+
+def test_transformer_keep_equals_slicing():
+    from larp_video.models.layers import Transformer
+
+    stack = Transformer(dim=32, depth=2, num_heads=4)
+    x = torch.randn(2, 10, 32)
+    assert torch.allclose(stack(x, keep=slice(6, None)), stack(x)[:, 6:], atol=1e-5)
+    assert torch.allclose(stack(x, keep=slice(0, 1)), stack(x)[:, :1], atol=1e-5)

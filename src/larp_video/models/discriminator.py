@@ -149,8 +149,9 @@ class VideoDiscriminator(nn.Module):
 
         cls = self.cls_token.expand(batch, -1, -1).to(tokens.dtype)  # (B, 1, D)
         x = torch.cat([cls, tokens], dim=1)  # (B, 1 + N, D)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x)
+        x = self.blocks[-1](x, keep=slice(0, 1))  # only the class token leaves the last block
 
         x = self.norm(x[:, 0])  # (B, D)
         return self.head(x).squeeze(-1)  # (B,)

@@ -82,12 +82,22 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, query_positions: slice | None = None) -> torch.Tensor:
+        """Attend over all of ``x``; with ``query_positions`` only those positions are returned
+        (and only their queries are computed)."""
         batch, length, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, Dh)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        out = out.transpose(1, 2).reshape(batch, length, dim)  # (B, L, D)
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        if query_positions is None:
+            qkv = self.qkv(x).reshape(batch, length, 3, heads, head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, Dh)
+        else:
+            weight, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, query_positions], weight[:dim], None if bias is None else bias[:dim])
+            q = q.reshape(batch, -1, heads, head_dim).transpose(1, 2)  # (B, H, Lq, Dh)
+            kv = F.linear(x, weight[dim:], None if bias is None else bias[dim:])
+            k, v = kv.reshape(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and query_positions is None)
+        out = out.transpose(1, 2).reshape(batch, q.shape[2], dim)  # (B, Lq, D)
         return self.proj(out)
 
 
@@ -119,8 +129,19 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, keep: slice | None = None) -> torch.Tensor:
+        """Return the block's output, or only the positions ``keep`` of it.
+
+        With ``keep`` every position still serves as a key and value, but queries, the MLP and
+        the residual stream are computed for the kept positions alone; the result equals
+        ``forward(x)[:, keep]``.
+        """
+        if keep is None:
+            x = x + self.attn(self.norm1(x))
+        else:
+            if self.attn.causal:
+                raise ValueError("keep is not supported for causal attention")
+            x = x[:, keep] + self.attn(self.norm1(x), query_positions=keep)
         return x + self.mlp(self.norm2(x))
 
 
@@ -131,10 +152,14 @@ class Transformer(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio) for _ in range(depth))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
+    def forward(self, x: torch.Tensor, keep: slice | None = None) -> torch.Tensor:
+        """Run the blocks; ``keep`` returns only those positions and skips the work of the last
+        block for the others (the result equals ``forward(x)[:, keep]``)."""
+        if len(self.blocks) == 0:
+            return x if keep is None else x[:, keep]
+        for block in self.blocks[:-1]:
             x = block(x)
-        return x
+        return self.blocks[-1](x, keep)
 
 
 def xavier_init_linears(module: nn.Module) -> None:

@@ -239,8 +239,8 @@ class LARPTokenizer(nn.Module, PretrainedMixin):
         video = video.to(self.patch_embed.proj.weight.dtype)  # no-op unless the weights are bf16
         patches = self.patch_embed(video) + self.encoder_pos_embed  # (B, P, D)
         queries = self.queries.unsqueeze(0).expand(video.shape[0], -1, -1).to(patches.dtype)  # (B, N, D)
-        hidden = self.encoder(torch.cat([patches, queries], dim=1))  # (B, P+N, D)
-        return hidden[:, -self.config.num_tokens :]
+        keep_queries = slice(patches.shape[1], None)
+        return self.encoder(torch.cat([patches, queries], dim=1), keep=keep_queries)  # (B, N, D)
 
     def encode_latents(self, video: torch.Tensor) -> torch.Tensor:
         """Return the (B, N, d) latents before quantization."""
@@ -272,8 +272,9 @@ class LARPTokenizer(nn.Module, PretrainedMixin):
         latents = self.from_code(codes) + self.decoder_latent_pos_embed  # (B, N, D)
         patch_queries = self.decoder_patch_pos_embed + self.patch_query_embed  # (1, P, D)
         patch_queries = patch_queries.expand(codes.shape[0], -1, -1).to(latents.dtype)
-        hidden = self.decoder(torch.cat([latents, patch_queries], dim=1))  # (B, N+P, D)
-        patches = self.head(hidden[:, -c.num_patches :])  # (B, P, pt*p*p*C)
+        keep_patches = slice(c.num_tokens, None)
+        hidden = self.decoder(torch.cat([latents, patch_queries], dim=1), keep=keep_patches)  # (B, P, D)
+        patches = self.head(hidden)  # (B, P, pt*p*p*C)
         return self.unpatchify(patches)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
