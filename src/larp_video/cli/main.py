@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "larp_video.cli.info",
     "larp_video.cli.convert",
     "larp_video.cli.eval",
+    "larp_video.cli.tokenize_dataset",
 )
 
 # Subcommands that parse their own arguments (LightningCLI), mapped to the module whose
@@ -63,6 +64,7 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that describe bad input; the CLI prints them without a traceback."""
     from larp_video.config import ConfigError
+    from larp_video.data.token_shards import TokenShardError
     from larp_video.data.video_io import VideoReadError
     from larp_video.evaluation.chunks import ProtocolError
     from larp_video.models.released import ReleasedCheckpointError
@@ -76,6 +78,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         TokenFileError,
         ReleasedCheckpointError,
         ProtocolError,
+        TokenShardError,
     )
 
 
