@@ -26,6 +26,9 @@ SUBCOMMAND_MODULES = (
     "larp_video.cli.convert",
     "larp_video.cli.eval",
     "larp_video.cli.tokenize_dataset",
+    "larp_video.cli.sample",
+    "larp_video.cli.predict",
+    "larp_video.cli.export_generator",
 )
 
 # Subcommands that parse their own arguments (LightningCLI), mapped to the module whose
@@ -67,6 +70,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from larp_video.data.token_shards import TokenShardError
     from larp_video.data.video_io import VideoReadError
     from larp_video.evaluation.chunks import ProtocolError
+    from larp_video.generation.requests import SamplingRequestError
     from larp_video.models.released import ReleasedCheckpointError
     from larp_video.video_tokens import TokenFileError
 
@@ -79,6 +83,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         ReleasedCheckpointError,
         ProtocolError,
         TokenShardError,
+        SamplingRequestError,
     )
 
 
