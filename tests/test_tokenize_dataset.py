@@ -14,11 +14,12 @@ from larp_video.cli.main import main
 from larp_video.data.token_datamodule import TokenDataModule, split_videos
 from larp_video.data.token_dataset import TokenDataset
 from larp_video.data.token_shards import find_shards, read_shard, shards_for_rank
-from larp_video.data.token_clips import clip_starts
+from larp_video.data.token_clips import VideoClipStream, clip_starts
 from larp_video.data.transforms import FrameGeometry, conditioning_clip, fit_to_model, frames_to_tensor, pad_frames
 from larp_video.data.video_io import read_video
 from larp_video.evaluation.chunks import enumerate_chunks, read_manifest_entries
 from larp_video.pretrained import load_tokenizer
+from video_factory import make_test_video
 
 # Tiny tokenizer clips are 8 frames: these videos have 2, 1, 0, 3 and 2 non-overlapping clips.
 FRAME_COUNTS = [17, 12, 6, 24, 16]
@@ -76,6 +77,31 @@ def test_clip_starts_random_seeded():
     assert min(starts) >= 0
     assert max(starts) <= 40 - 16
     assert clip_starts("random", 10, 16, 2, seed=3, video_index=0) == [0, 0]
+
+
+@pytest.mark.parametrize("mode, clips, frames", [("random", 12, 50), ("random", 3, 5), ("chunks", 1, 50)])
+def test_clip_stream_equals_reading_each_clip(tmp_path, mode, clips, frames):
+    path = make_test_video(tmp_path / "video.mp4", num_frames=frames, width=48, height=40, fps=10.0)
+    stream = VideoClipStream([(3, str(path))], 8, 32, mode=mode, clips_per_video=clips, seed=1)
+    items = list(stream)
+    assert items[-1] == {"video_index": 3, "done": True, "error": None}
+    starts = clip_starts(mode, frames, 8, clips, 1, 3)
+    assert sorted(item["clip_number"] for item in items[:-1]) == list(range(len(starts)))
+    for item in items[:-1]:
+        start = starts[item["clip_number"]]
+        assert item["start_frame"] == start
+        video = frames_to_tensor(read_video(path, start, min(8, frames - start))[0])
+        expected = pad_frames(fit_to_model(video, FrameGeometry.compute(40, 48, 32)), 8)
+        assert torch.equal(item["clip"], expected), item["clip_number"]
+
+
+def test_clip_stream_reports_unreadable_video(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    items = list(VideoClipStream([(0, str(broken))], 8, 32))
+    assert len(items) == 1
+    assert items[0]["done"]
+    assert "broken.mp4" in items[0]["error"]
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 7])

@@ -17,6 +17,8 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from larp_video.data.transforms import FrameGeometry, fit_to_model, frames_to_tensor, pad_frames
@@ -78,26 +80,56 @@ class VideoClipStream(IterableDataset):
             yield {"video_index": video_index, "done": True, "error": None}
 
     def video_clips(self, video_index: int, path: str) -> Iterator[dict[str, Any]]:
-        from larp_video.data.video_io import iter_video, probe_video, read_video
+        from larp_video.data.video_io import iter_video, probe_video
 
         if self.mode == "chunks":
             # One decoding pass; the last, shorter chunk is not a clip.
-            chunks = iter_video(path, self.clip_frames)
-            for number, frames in enumerate(chunks):
+            for number, frames in enumerate(iter_video(path, self.clip_frames)):
                 if frames.shape[0] < self.clip_frames:
                     break
-                yield self.clip_item(video_index, number, number * self.clip_frames, frames)
+                clip = self.fit_frames(frames)  # (3, T, S, S)
+                yield self.clip_item(video_index, number, number * self.clip_frames, clip)
             return
 
         info = probe_video(path)
         starts = clip_starts(self.mode, info.num_frames, self.clip_frames, self.clips_per_video, self.seed, video_index)
+        numbers: dict[int, list[int]] = {}
         for number, start in enumerate(starts):
-            count = min(self.clip_frames, info.num_frames - start)
-            frames, _ = read_video(path, start, count, info=info)
-            yield self.clip_item(video_index, number, start, frames)
+            numbers.setdefault(start, []).append(number)
+        pending = sorted(numbers)
 
-    def clip_item(self, video_index: int, number: int, start: int, frames) -> dict[str, Any]:
+        # One decoding pass from the first start to the last clip's end. Frames are fitted once
+        # and kept from the earliest start not yet served, so overlapping clips share them.
+        stop = min(info.num_frames, pending[-1] + self.clip_frames)
+        chunks = iter_video(path, self.clip_frames, start_frame=pending[0], max_frames=stop - pending[0], info=info)
+        buffer_start, buffer = pending[0], None  # buffer: (3, t, S, S) fitted frames from buffer_start
+        for frames in chunks:
+            fitted = self.fit_frames(frames)
+            buffer = fitted if buffer is None else torch.cat([buffer, fitted], dim=1)
+            while pending and pending[0] + self.clip_frames <= buffer_start + buffer.shape[1]:
+                start = pending.pop(0)
+                offset = start - buffer_start
+                clip = buffer[:, offset : offset + self.clip_frames]
+                for number in numbers[start]:
+                    yield self.clip_item(video_index, number, start, clip)
+            if not pending:
+                return
+            # Drop the frames before the next start; all of them when it lies beyond the buffer.
+            drop = min(pending[0] - buffer_start, buffer.shape[1])
+            buffer, buffer_start = buffer[:, drop:], buffer_start + drop
+
+        # Only a video shorter than one clip gets here: its clips are padded.
+        for start in pending:
+            clip = pad_frames(buffer[:, start - buffer_start :], self.clip_frames)
+            for number in numbers[start]:
+                yield self.clip_item(video_index, number, start, clip)
+
+    def fit_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """Fit uint8 (t, H, W, 3) frames to the model's frame: float (3, t, S, S) in [0, 1]."""
         video = frames_to_tensor(frames)  # (3, t, H, W)
         geometry = FrameGeometry.compute(video.shape[2], video.shape[3], self.image_size, self.fit)
-        clip = pad_frames(fit_to_model(video, geometry), self.clip_frames)  # (3, T, S, S)
+        return fit_to_model(video, geometry)
+
+    @staticmethod
+    def clip_item(video_index: int, number: int, start: int, clip: torch.Tensor) -> dict[str, Any]:
         return {"video_index": video_index, "clip_number": number, "start_frame": start, "clip": clip.contiguous()}
