@@ -1,4 +1,4 @@
-"""Which clips of a video are tokenized, and a stream that reads them for ``tokenize_dataset``.
+"""Clip selection for token extraction, and the stream that reads the clips for ``tokenize_dataset``.
 
 Clips are chosen per video by a pure function of the frame count, the video's position in the
 sorted manifest and the seed:
