@@ -58,8 +58,8 @@ def write_pattern_manifest(folder: Path, frame_counts: list[int]) -> Path:
     return manifest
 
 
-def sampling_worker(rank: int, world_size: int, init_file: str, argv: list[str]) -> None:
-    """Run ``larp sample`` (``argv``) as one rank of a gloo process group."""
+def cli_worker(rank: int, world_size: int, init_file: str, argv: list[str]) -> None:
+    """Run the ``larp`` command ``argv`` as one rank of a gloo process group."""
     from larp_video.cli.main import main
 
     torch.set_num_threads(1)
@@ -67,6 +67,6 @@ def sampling_worker(rank: int, world_size: int, init_file: str, argv: list[str])
     try:
         status = main(argv)
         if status != 0:
-            raise RuntimeError(f"larp sample exited with status {status} on rank {rank}")
+            raise RuntimeError(f"larp {argv[0]} exited with status {status} on rank {rank}")
     finally:
         torch.distributed.destroy_process_group()

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from eval_helpers import StubExtractor
-from generation_helpers import sampling_worker, save_tiny_generator, save_varied_tokenizer, write_pattern_manifest
+from generation_helpers import cli_worker, save_tiny_generator, save_varied_tokenizer, write_pattern_manifest
 from larp_video.cli.main import main
 from larp_video.data.video_io import probe_video, read_video
 from larp_video.evaluation.clip_reading import list_sample_files
@@ -169,7 +169,7 @@ def test_sample_unknown_class_lists_names(generator, tokenizer, tmp_path, capsys
 def test_sample_same_files_on_two_processes(class_samples, generator, tokenizer, tmp_path):
     argv = ["sample", "--generator", str(generator), "--tokenizer", str(tokenizer), "-o", str(tmp_path / "out"),
             "--class", "class1", "--class", "2", "-n", "2", "--fps", "8", "--batch-size", "3"]
-    torch.multiprocessing.spawn(sampling_worker, args=(2, str(tmp_path / "init"), argv), nprocs=2)
+    torch.multiprocessing.spawn(cli_worker, args=(2, str(tmp_path / "init"), argv), nprocs=2)
     single, split = frames_of(class_samples), frames_of(tmp_path / "out")
     assert sorted(split) == sorted(single)
     for name in single:

@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 
-from generation_helpers import save_varied_tokenizer, write_pattern_manifest
+from generation_helpers import cli_worker, save_varied_tokenizer, write_pattern_manifest
 from larp_video.cli.main import main
 from larp_video.data.token_datamodule import TokenDataModule, split_videos
 from larp_video.data.token_dataset import TokenDataset
@@ -225,6 +225,17 @@ def test_rank_split_matches_single_run(random_tokens, manifest, tokenizer, tmp_p
     assert sorted(find_shards(tmp_path)) == [0, 1, 2]
     assert (tmp_path / "index.json").is_file()
     split, single = shard_tensors(tmp_path), shard_tensors(random_tokens)
+    for number in range(3):
+        assert torch.equal(split[number]["indices"], single[number]["indices"]), number
+
+
+def test_two_processes_match_single_run(random_tokens, manifest, tokenizer, tmp_path):
+    argv = ["tokenize-dataset", str(manifest), "-o", str(tmp_path / "tokens"), "--model", str(tokenizer), *RANDOM_ARGS]
+    torch.multiprocessing.spawn(cli_worker, args=(2, str(tmp_path / "init"), argv), nprocs=2)
+    index = json.loads((tmp_path / "tokens" / "index.json").read_text())
+    assert index["complete"]
+    split, single = shard_tensors(tmp_path / "tokens"), shard_tensors(random_tokens)
+    assert sorted(split) == [0, 1, 2]
     for number in range(3):
         assert torch.equal(split[number]["indices"], single[number]["indices"]), number
 

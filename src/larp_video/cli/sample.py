@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
         "classes (ids or names), -n samples each. --plan PLAN.csv (from `larp eval generation|frame-prediction "
         "--plan-only`) makes one sample per plan row, named by its sample number, ready for `larp eval ... "
         "--samples DIR`. Under `torchrun --no-python larp sample ...` process r makes the samples i with "
-        "i %% world_size == r; every sample has its own seed, so the files do not depend on the process count.",
+        "i % world_size == r. Every sample has its own random stream, so its draws do not depend on the process count.",
     )
     add_generation_arguments(parser)
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the videos, grids and samples.json")
