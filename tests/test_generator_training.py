@@ -14,6 +14,7 @@ from generation_helpers import save_varied_tokenizer, write_pattern_manifest
 from larp_video.cli.main import main
 from larp_video.generation.loading import load_generator
 from larp_video.models.generator import GeneratorConfig, LARPGenerator, generator_config
+from larp_video.models.tokenizer import LARPTokenizer, TokenizerConfig
 from larp_video.training.generator_checkpoints import read_generator_checkpoint
 from larp_video.training.generator_module import GeneratorTrainingModule
 from larp_video.training.schedules import warmup_steps_from_epochs
@@ -184,3 +185,21 @@ def test_shipped_config_is_named_size(name, size, mode):
 def test_warmup_steps_from_epochs():
     assert warmup_steps_from_epochs(10, 0.0, total_steps=1000, max_epochs=20) == 10
     assert warmup_steps_from_epochs(10, 4.0, total_steps=1000, max_epochs=20) == 200
+
+
+def test_sample_callback_rejects_other_tokenizer(tmp_path, tokens, capsys):
+    other = LARPTokenizer(TokenizerConfig.preset("tiny", codebook_size=32)).save_pretrained(tmp_path / "other")
+    config, _ = write_config(tmp_path, tokens, other)
+    assert main(["train", "generator", "--config", str(config)]) == 2
+    assert "16 tokens from 32 codes" in capsys.readouterr().err
+
+
+def test_sampling_failure_does_not_stop_training(tmp_path, tokens, tokenizer, monkeypatch, caplog):
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("larp_video.training.generator_callbacks.save_sample_grids", full_disk)
+    config, run = write_config(tmp_path, tokens, tokenizer, max_steps=2)
+    assert main(["train", "generator", "--config", str(config)]) == 0
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert "sampling at step 2 failed; training continues" in caplog.text

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from larp_video.config import ConfigError
 from larp_video.data.transforms import tensor_to_frames
 from larp_video.generation.grids import save_sample_grids
 from larp_video.runtime import PRECISIONS, autocast
@@ -81,14 +82,35 @@ class GeneratorSampleCallback(L.Callback):
         self._tokenizer = None
         self._last_step = -1
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """Load the tokenizer before the first step, so a wrong path or codebook fails at once."""
+        if not trainer.is_global_zero:
+            return
+        tokens = self.tokenizer(pl_module.device).config
+        config = pl_module.generator.config
+        if (tokens.codebook_size, tokens.num_tokens) != (config.vocab_size, config.num_tokens):
+            raise ConfigError(
+                f"the sample callback's tokenizer {self.tokenizer_spec or 'bundled default'} makes {tokens.num_tokens} "
+                f"tokens from {tokens.codebook_size} codes, but the generator models {config.num_tokens} tokens from "
+                f"{config.vocab_size}; set the callback's tokenizer to the one that made the training tokens"
+            )
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index) -> None:
         step = trainer.global_step
         if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
-            self.sample(trainer, pl_module)
+            self.sample_logging_errors(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step != self._last_step:
+            self.sample_logging_errors(trainer, pl_module)
+
+    def sample_logging_errors(self, trainer, pl_module) -> None:
+        """Sample, and log instead of raise a failure, so that a full disk or a bad video
+        encoder never ends a training run."""
+        try:
             self.sample(trainer, pl_module)
+        except (OSError, RuntimeError, ValueError):
+            logger.exception("sampling at step %d failed; training continues", trainer.global_step)
 
     def sample(self, trainer, pl_module) -> Path | None:
         """Sample one round now; returns the round's folder on the global-zero process."""
