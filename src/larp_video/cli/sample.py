@@ -119,7 +119,7 @@ def resolve_device_argument(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from larp_video.cli.main import UsageError
-    from larp_video.evaluation.distributed import RankInfo, process_group
+    from larp_video.evaluation.distributed import process_group
     from larp_video.generation.sample_files import SamplingJob, run_sampling
 
     if args.plan and args.classes:
@@ -146,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
             grid_videos=args.grid,
         )
         record = run_sampling(job, loaded, tokenizer, tokenizer_name)
-        is_main = RankInfo.current().is_main
-    if is_main:
+    # The process that finishes last writes the grids and the record, and reports them.
+    if record["status"] == "complete":
         output = Path(args.output_dir)
         print(f"wrote {len(job.requests)} videos to {output} ({record.get('wall_time_seconds', 0):.1f} s)")
         for path in record.get("grids", []):

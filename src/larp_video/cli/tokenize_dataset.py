@@ -13,8 +13,8 @@ def add_parser(subparsers) -> None:
         help="tokenize the clips of a video manifest into token shards for generator training",
         description="Write the deterministic codes of the clips of every manifest video to DIR as safetensors "
         "shards plus index.json. Rerunning the command skips finished shards, so it resumes an interrupted run. "
-        "Under `torchrun --no-python larp tokenize-dataset ...` each process writes a disjoint set of shards and "
-        "rank 0 writes the index.",
+        "Under `torchrun --no-python larp tokenize-dataset ...` each process writes a disjoint set of shards, and "
+        "the process that finishes last writes the index.",
     )
     parser.add_argument("manifest", help="CSV video list with the header id,path,action,label")
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the shards and index.json")

@@ -41,7 +41,7 @@ from larp_video.data.token_shards import (
 )
 from larp_video.data.transforms import FITS, conditioning_clip
 from larp_video.evaluation.chunks import read_manifest_entries
-from larp_video.evaluation.distributed import RankInfo, barrier, is_distributed
+from larp_video.evaluation.distributed import RankInfo
 from larp_video.evaluation.results import file_record
 from larp_video.models.tokenizer import LARPTokenizer
 from larp_video.runtime import PRECISIONS, autocast
@@ -193,10 +193,11 @@ def tokenize_dataset(
 ) -> dict[str, Any]:
     """Tokenize this rank's shards of ``config.manifest`` into ``config.output_dir``.
 
-    Every rank must call it; ranks of a torch.distributed group wait for each other at the end
-    and rank 0 writes ``index.json``. Separate jobs given ``rank`` explicitly (no process group)
-    each try to write the index, which succeeds for the job that finds every shard present.
-    Returns a summary: shards written and skipped, clips written, unreadable videos, index path.
+    Processes never wait for each other: each one, torchrun rank or separate job, writes its
+    shards and then ``index.json`` if it finds every shard present, which the one that finishes
+    last does. So a rank with few shards left (after a restart) never waits in a collective call
+    that could time out. Returns a summary: shards written and skipped, clips written,
+    unreadable videos, and the index path when this process wrote it.
     """
     rank = rank or RankInfo.current()
     entries = read_manifest_entries(config.manifest)
@@ -228,7 +229,7 @@ def tokenize_dataset(
     videos = [(index, str(entries[index].path)) for number in pending for index in assembler.videos[number]]
     _encode_stream(config, model, videos, assembler, show_progress=config.progress and rank.is_main)
 
-    index_path = _finish_index(config, entries, settings["num_shards"], rank)
+    index_path = _finish_index(config, entries, settings["num_shards"])
     return {
         "shards_written": len(assembler.written),
         "shards_skipped": len(mine) - len(pending),
@@ -312,15 +313,12 @@ def _encode(config: TokenizeDatasetConfig, model: LARPTokenizer, clips: list[_Pe
             assembler.add(clip, indices[row], None if condition is None else condition[row])
 
 
-def _finish_index(config: TokenizeDatasetConfig, entries, total_shards: int, rank: RankInfo) -> Path | None:
-    barrier()
-    if is_distributed() and not rank.is_main:
-        return None
+def _finish_index(config: TokenizeDatasetConfig, entries, total_shards: int) -> Path | None:
     classes = {entry.label: entry.action for entry in entries if entry.label >= 0 and entry.action}
     index = build_index(config.output_dir, expected_shards=total_shards, classes=classes)
     if not index["complete"]:
         logger.info(
-            "index.json not written yet: shards %s are missing; the run that writes the last shard writes it",
+            "index.json not written yet: shards %s are missing; the process that writes the last shard writes it",
             index["missing_shards"],
         )
         return None

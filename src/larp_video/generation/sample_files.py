@@ -156,11 +156,14 @@ class SamplingJob:
 
 
 def run_sampling(job: SamplingJob, loaded: LoadedGenerator, tokenizer: LARPTokenizer, tokenizer_name: str) -> dict[str, Any]:
-    """Write this rank's samples, then (rank 0) the grids and ``samples.json``; return the record.
+    """Write this rank's samples, then, if every sample file exists, the grids and ``samples.json``.
 
-    Every rank of a process group must call it. Without ``job.resume`` a folder that already
-    has sample files is rejected. With it, existing files are kept, and the run must use the
-    settings recorded when the folder was started.
+    Every rank of a process group must call it. The ranks wait for each other only at the
+    start: the rank that finishes last finds every file and writes the grids and the record, so
+    a rank with little left to do (after ``resume``) never waits in a collective call that could
+    time out. Without ``job.resume`` a folder that already has sample files is rejected. With it,
+    existing files are kept, and the run must use the settings recorded when the folder was
+    started. Returns the record (``status`` "complete" when this rank wrote it, else "partial").
     """
     started = time.perf_counter()
     rank = RankInfo.current()
@@ -190,16 +193,18 @@ def run_sampling(job: SamplingJob, loaded: LoadedGenerator, tokenizer: LARPToken
             bar.update(len(batch))
     finally:
         bar.close()
-    barrier()
 
-    record = {"status": "complete", "parameters": parameters, "samples": [_sample_record(job, r) for r in job.requests]}
-    if rank.is_main:
-        if job.grid_videos > 0:
-            record["grids"] = [str(path) for path in _write_grids(job, output)]
-        record["world_size"] = rank.world_size
-        record["wall_time_seconds"] = round(time.perf_counter() - started, 2)
-        _write_json(output / RECORD_NAME, record)
-    barrier()
+    record = {"status": "partial", "parameters": parameters, "samples": [_sample_record(job, r) for r in job.requests]}
+    missing = [request.file_name for request in job.requests if not (output / request.file_name).is_file()]
+    if missing:
+        logger.info("rank %d is done; %d samples of other ranks are still missing", rank.rank, len(missing))
+        return record
+    record["status"] = "complete"
+    if job.grid_videos > 0:
+        record["grids"] = [str(path) for path in _write_grids(job, output)]
+    record["world_size"] = rank.world_size
+    record["wall_time_seconds"] = round(time.perf_counter() - started, 2)
+    _write_json(output / RECORD_NAME, record)
     return record
 
 
@@ -253,11 +258,19 @@ def _sample_record(job: SamplingJob, request: SampleRequest) -> dict[str, Any]:
     return record
 
 
-def _write_grids(job: SamplingJob, output: Path) -> tuple[Path, Path]:
+def _write_grids(job: SamplingJob, output: Path) -> list[Path]:
+    """Write grid.gif and grid.png through temporary names, because two ranks that finish
+    together may both write them."""
     shown = job.requests[: job.grid_videos]
     videos = [read_video(output / request.file_name)[0] for request in shown]
     labels = [f"{request.index}: {request.class_name}" if request.class_name else str(request.index) for request in shown]
-    return save_sample_grids(output / "grid", videos, labels, columns=job.grid_columns, fps=job.fps)
+    temporary = save_sample_grids(output / f".grid-{os.getpid()}", videos, labels, columns=job.grid_columns, fps=job.fps)
+    final = []
+    for path in temporary:
+        target = output / f"grid{path.suffix}"
+        os.replace(path, target)
+        final.append(target)
+    return final
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
