@@ -176,10 +176,14 @@ def test_shipped_config_parses(name, capsys):
     "name, size, mode",
     [("L", "L", "class_conditional"), ("LP", "LP", "class_conditional"), ("LP-fp", "LP", "frame_prediction")],
 )
-def test_shipped_config_is_named_size(name, size, mode):
-    values = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["model"]["generator"]
+def test_shipped_config_is_named_size(name, size, mode, capsys):
+    # The config as LightningCLI resolves it, with the defaults of fields the file leaves out.
+    with pytest.raises(SystemExit):
+        main(["train", "generator", "--config", str(CONFIGS / f"{name}.yaml"), "--print_config"])
+    values = yaml.safe_load(capsys.readouterr().out)["model"]["generator"]
     expected = generator_config(size, mode=mode, vocab_size=8192, num_tokens=1024, num_classes=101)
     assert GeneratorConfig.from_dict(values) == expected
+    assert expected.ffn_hidden_dim == {"L": 2816, "LP": 3584}[size]
 
 
 def test_warmup_steps_from_epochs():

@@ -29,7 +29,8 @@ class GeneratorTrainingModule(L.LightningModule):
     """Train ``LARPGenerator`` on batches ``{"tokens": (B, N), "label": (B,)[, "condition": (B, N)]}``.
 
     Args:
-        generator: generator config (size, mode, vocabulary, tokens per clip, classes).
+        generator: generator config (size, mode, vocabulary, tokens per clip, classes). Fields
+            that a config file leaves out take the ``GeneratorConfig`` defaults (the "L" size).
         learning_rate: AdamW peak learning rate (6e-4 in LARP).
         betas: AdamW betas.
         weight_decay: AdamW weight decay, applied to Linear weights only.
@@ -41,7 +42,7 @@ class GeneratorTrainingModule(L.LightningModule):
 
     def __init__(
         self,
-        generator: GeneratorConfig = GeneratorConfig.tiny(),
+        generator: GeneratorConfig = GeneratorConfig(),
         learning_rate: float = 6e-4,
         betas: tuple[float, float] = (0.9, 0.95),
         weight_decay: float = 0.05,
