@@ -25,6 +25,10 @@ SUBCOMMAND_MODULES = (
     "larp_video.cli.info",
     "larp_video.cli.convert",
     "larp_video.cli.eval",
+    "larp_video.cli.tokenize_dataset",
+    "larp_video.cli.sample",
+    "larp_video.cli.predict",
+    "larp_video.cli.export_generator",
 )
 
 # Subcommands that parse their own arguments (LightningCLI), mapped to the module whose
@@ -63,8 +67,10 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that describe bad input; the CLI prints them without a traceback."""
     from larp_video.config import ConfigError
+    from larp_video.data.token_shards import TokenShardError
     from larp_video.data.video_io import VideoReadError
     from larp_video.evaluation.chunks import ProtocolError
+    from larp_video.generation.requests import SamplingRequestError
     from larp_video.models.released import ReleasedCheckpointError
     from larp_video.video_tokens import TokenFileError
 
@@ -76,6 +82,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         TokenFileError,
         ReleasedCheckpointError,
         ProtocolError,
+        TokenShardError,
+        SamplingRequestError,
     )
 
 

@@ -16,6 +16,7 @@ HELP = "train a tokenizer or a generator (LightningCLI; see `larp train tokenize
 
 TRAINERS = {
     "tokenizer": ("larp_video.training.tokenizer_module:TokenizerTrainingModule", "larp_video.data.datamodule:VideoDataModule"),
+    "generator": ("larp_video.training.generator_module:GeneratorTrainingModule", "larp_video.data.token_datamodule:TokenDataModule"),
 }
 
 

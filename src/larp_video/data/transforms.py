@@ -160,3 +160,19 @@ def pad_frames(video: torch.Tensor, num_frames: int) -> torch.Tensor:
 
 def count_windows(num_frames: int, window: int) -> int:
     return max(1, math.ceil(num_frames / window))
+
+
+def conditioning_clip(video: torch.Tensor, frames: int) -> torch.Tensor:
+    """Keep the first ``frames`` frames of (..., C, T, H, W) clips and repeat the last one to length T.
+
+    This is the frame-prediction condition of LARP: the tokenizer codes the given frames as a
+    whole clip whose tail repeats the last given frame.
+    """
+    length = video.shape[-3]
+    if not 1 <= frames <= length:
+        raise ValueError(f"conditioning frames must be between 1 and the clip length {length}, got {frames}")
+    given = video[..., :frames, :, :]
+    last = given[..., -1:, :, :]
+    repeat = [1] * video.dim()
+    repeat[-3] = length - frames
+    return torch.cat([given, last.repeat(*repeat)], dim=-3)  # (..., C, T, H, W)

@@ -8,7 +8,8 @@ Dimension legend used in shape comments:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
     from larp_video.models.generator import LARPGenerator
 
 CFG_SCHEDULES = ("constant", "linear", "cosine")
+
+# One generator for the whole batch, or one per row so that each row's draws do not depend on
+# the other rows of the batch.
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 
 
 def guidance_scale(scale: float, schedule: str, step: int, num_steps: int) -> float:
@@ -81,19 +86,30 @@ def sample_next_token(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> torch.Tensor:
     """Pick one token id per row of ``logits`` (B, K) and return them as (B,) int64.
 
     Temperature 0 takes the argmax. Otherwise the logits are divided by the temperature, then
     filtered by top-k and then top-p, and a token is drawn from their softmax in fp32.
+    ``generator`` is one ``torch.Generator`` for the batch or a sequence of B generators, one
+    per row. With one per row, a row draws the same token whatever batch it is in.
     """
     logits = logits.float()
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
     probabilities = logits.softmax(dim=-1)
-    return torch.multinomial(probabilities, num_samples=1, generator=generator).squeeze(-1)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probabilities, num_samples=1, generator=generator).squeeze(-1)
+
+    if len(generator) != probabilities.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for {probabilities.shape[0]} rows; pass one per row")
+    draws = [
+        torch.multinomial(row[None], num_samples=1, generator=row_generator)
+        for row, row_generator in zip(probabilities, generator)
+    ]
+    return torch.cat(draws).squeeze(-1)  # (B,)
 
 
 # NOTE: torch.no_grad rather than torch.inference_mode, because under inference_mode autocast
@@ -111,7 +127,7 @@ def generate(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     use_cache: bool = True,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -125,7 +141,8 @@ def generate(
     rows go through the model as one batch of 2B rows, and the logits become
     uncond + s * (cond - uncond), with s from ``guidance_scale(cfg_scale, cfg_schedule, ...)``.
     ``temperature`` 0 is greedy decoding; see ``sample_next_token`` for top-k and top-p.
-    Draws come from ``generator``, so a fixed seed gives the same tokens.
+    Draws come from ``generator``, so a fixed seed gives the same tokens. A sequence of B
+    generators gives each video its own random stream, independent of the batch it is in.
 
     With ``use_cache`` the prefix is run once, and each later step feeds one token through a
     preallocated KV cache. Without it every step reruns the whole sequence, which is slow and
@@ -176,7 +193,7 @@ def _decode_loop(
     temperature: float,
     top_k: int,
     top_p: float,
-    generator: torch.Generator | None,
+    generator: Generators,
     use_cache: bool,
     progress: bool,
 ) -> torch.Tensor:

@@ -5,6 +5,15 @@ from __future__ import annotations
 import math
 
 
+def warmup_steps_from_epochs(warmup_steps: int, warmup_epochs: float, total_steps: int, max_epochs: int | None) -> int:
+    """Return the warm-up length in steps: ``warmup_epochs`` converted with the run's steps per
+    epoch when it is positive, else ``warmup_steps``."""
+    if warmup_epochs > 0:
+        steps_per_epoch = total_steps / max(1, max_epochs or 1)
+        return int(round(warmup_epochs * steps_per_epoch))
+    return int(warmup_steps)
+
+
 def warmup_cosine(
     step: int,
     total_steps: int,

@@ -1,0 +1,1 @@
+"""Turning a trained generator's tokens into video files: sampling, frame prediction, grids."""
