@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from larp_video.data.datamodule import VideoDataModule
-from larp_video.data.datasets import VideoClipDataset, parse_skipped
+from larp_video.data.datasets import EpochSampler, VideoClipDataset, parse_skipped
 from larp_video.data.manifests import list_labeled_videos, list_videos, read_manifest
 from larp_video.data.transforms import FrameGeometry, fit_frames_to_model, fit_to_model, frames_to_tensor
 from video_factory import make_test_video
@@ -155,3 +155,18 @@ def test_random_clips_vary(videos):
     dataset = VideoClipDataset(videos[:1], num_frames=8, image_size=32, flip=False)
     clips = [dataset[0]["video"] for _ in range(4)]
     assert any(not torch.equal(clips[0], clip) for clip in clips[1:])
+
+
+def test_epoch_sampler_repeats_epoch():
+    sampler = EpochSampler(6, seed=1)
+    sampler.set_epoch(3)
+    first = list(sampler)
+    assert list(sampler) == first
+    assert sorted(item for item, _ in first) == list(range(6))
+    sampler.set_epoch(4)
+    assert list(sampler) != first
+
+
+def test_item_seed_fixes_clip(videos):
+    dataset = VideoClipDataset(videos[:1], num_frames=8, image_size=32)
+    torch.testing.assert_close(dataset[(0, 123)]["video"], dataset[(0, 123)]["video"])

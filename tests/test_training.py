@@ -6,10 +6,12 @@ import logging
 
 import pytest
 import torch
+import yaml
 
 from larp_video.cli.main import main
 from larp_video.pretrained import load_tokenizer
 from larp_video.training.schedules import warmup_cosine
+from conftest import REPO_ROOT
 from training_setup import all_finite, column, make_video_folder, read_metrics, write_config
 
 
@@ -134,3 +136,38 @@ def test_train_unknown_kind_prints_usage(capsys):
 )
 def test_warmup_cosine_schedule(step, expected):
     assert warmup_cosine(step, total_steps=100, warmup_steps=10) == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["tiny", "S", "B", "L", "L-long"])
+def test_shipped_config_parses(name, capsys):
+    config = REPO_ROOT / "configs" / "tokenizer" / f"{name}.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "tokenizer", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["tokenizer"]["num_frames"] == 16
+    assert printed["data"]["train"]
+
+
+def test_fp16_loss_scaling_with_two_optimizers(tmp_path, video_folder):
+    # Lightning turns 16-mixed into bf16 on CPUs, so the fp16 plugin is passed explicitly.
+    plugin = {
+        "class_path": "lightning.pytorch.plugins.precision.MixedPrecision",
+        "init_args": {"precision": "16-mixed", "device": "cpu"},
+    }
+    config, run = write_config(
+        tmp_path,
+        video_folder,
+        max_steps=4,
+        model={"lpips_weight": 0, "discriminator_every": 1},
+        trainer={"precision": None, "plugins": [plugin]},
+    )
+    assert main(["train", "tokenizer", "--config", str(config)]) == 0
+
+    rows = read_metrics(run)
+    norms = [value for _, value in column(rows, "train/grad_norm")]
+    assert len(norms) == 4
+    assert all(norm < 1e3 for norm in norms), "clipping saw gradients that were still scaled"
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert "scale" in checkpoint["MixedPrecision"]
+    assert checkpoint["global_step"] == 4

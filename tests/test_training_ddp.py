@@ -4,7 +4,7 @@ To make the runs comparable step by step, everything random is switched off: fix
 fixed order (data.deterministic), argmax codes (model.sample_codes=false), no prior dropout
 and one teacher-forced prior round, hard discriminator labels (label_noise 0), and LPIPS on
 every frame. Both runs use fp32. Rank r of the DDP run gets items r, r + 2, ... of the same
-order, so each global batch holds the clips of the one-process batch, and DDP's gradient mean
+order, so each global batch contains the clips of the one-process batch, and DDP's gradient mean
 equals the gradient of the mean loss. What differs is only the order of floating-point sums,
 so the losses agree to a relative 1e-4 (on the 2-core development CPU they agreed to 1e-6).
 """

@@ -18,7 +18,7 @@ class VideoDataModule(L.LightningDataModule):
     """Random training clips and fixed validation clips from folders, lists or manifests.
 
     Training items come from an ``EpochSampler``: the clips of an epoch depend only on ``seed``
-    and the epoch number, so a resumed run sees the clips an uninterrupted run would. Under DDP,
+    and the epoch number, so a resumed run gets the clips an uninterrupted run would. Under DDP,
     Lightning wraps both loaders' samplers so each rank reads a different part of every epoch,
     and ``batch_size`` is the batch of one process.
 

@@ -11,10 +11,10 @@ from torch import nn
 class ExponentialMovingAverage:
     """A frozen copy of ``model`` whose weights follow ``ema <- d * ema + (1 - d) * weights``.
 
-    The decay warms up as ``d = min(decay, (1 + n) / (10 + n))`` after n updates (the schedule
-    of TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``), so the average tracks
-    the weights early in training instead of staying near the initialisation: with decay
-    0.9999, a plain average would still give the initial weights about 80% of the total after
+    The decay warms up as ``d = min(decay, (1 + n) / (10 + n))`` after n updates, the schedule
+    of TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``. The average then tracks
+    the weights early in training instead of staying near the initialisation. With decay 0.9999
+    and no warm-up, the initial weights would still make up about 80% of the average after
     2000 steps. Buffers are copied, not averaged.
 
     The copy is not a submodule of any LightningModule, so DDP neither broadcasts nor reduces

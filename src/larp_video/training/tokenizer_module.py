@@ -169,6 +169,7 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         self.tokenizer_step = 0
         self.sampling_generator: torch.Generator | None = None
         self.preview_inputs: dict[str, tuple] = {}
+        self.gradient_norms: dict[str, torch.Tensor] = {}
         self._total_steps: int | None = None
         self._warmup_steps = 0
         self._pending_rng_states: list | None = None
@@ -377,13 +378,23 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         return logs
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Clip each optimizer's gradients; under fp16 this runs after unscaling."""
+        """Record each optimizer's gradient norm and clip it; under fp16 this runs after unscaling.
+
+        Under FSDP the recorded norm is that of this rank's shard.
+        """
+        gradients = [p.grad.detach() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradients:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in gradients]))
+            name = "disc_grad_norm" if optimizer.param_groups[0]["name"] == "discriminator" else "grad_norm"
+            self.gradient_norms[name] = norm
         clip = self.hparams.gradient_clip_norm
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def _log_step(self, logs: dict[str, torch.Tensor], optimizers, step: int, batch_size: int) -> None:
         logs.update(learning_rate_logs(optimizers))
+        logs.update(self.gradient_norms)
+        self.gradient_norms = {}
         logs["tokenizer_step"] = torch.tensor(float(step))
         if self.tokenizer.prior is not None:
             logs["scheduled_sampling_ratio"] = torch.tensor(self.tokenizer.prior_sampling_ratio(step, self.total_steps))

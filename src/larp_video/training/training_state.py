@@ -1,4 +1,4 @@
-"""What tokenizer training checkpoints carry beyond weights, optimizers and loop counters."""
+"""Training state that tokenizer checkpoints carry beyond weights, optimizers and loop counters."""
 
 from __future__ import annotations
 
