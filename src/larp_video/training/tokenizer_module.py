@@ -22,6 +22,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.nn.parallel import DistributedDataParallel
 
@@ -189,7 +190,8 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         callbacks = [SkippedVideoReport()]
         if self.hparams.preview_every_n_steps > 0:
             callbacks.append(ReconstructionPreviews(self.hparams.preview_clips, self.hparams.preview_frames))
-        if self._trainer is not None and self.trainer.progress_bar_callback is not None:
+        # Replaces Lightning's default bar only; a bar configured by the user stays.
+        if self._trainer is not None and type(self.trainer.progress_bar_callback) is TQDMProgressBar:
             callbacks.append(StepProgressBar())
         return callbacks
 
