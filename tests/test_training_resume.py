@@ -97,5 +97,7 @@ def test_killed_run_resumes_same_losses(tmp_path, video_folder):
     resumed = dict(column(read_metrics(run), "train/loss"))
     assert sorted(resumed)[-1] == steps - 1
     assert all_finite(resumed.values())
+    # bf16 results of separate processes differed by up to 2e-5 relative on the development
+    # CPU; a wrong clip order or random state changed the loss by about 4e-3.
     for step in range(start, steps):
-        assert resumed[step] == pytest.approx(expected[step], rel=1e-5), f"step {step}"
+        assert resumed[step] == pytest.approx(expected[step], rel=1e-4), f"step {step}"
