@@ -15,7 +15,7 @@ from larp_video.data.token_datamodule import TokenDataModule, split_videos
 from larp_video.data.token_dataset import TokenDataset
 from larp_video.data.token_shards import find_shards, read_shard, shards_for_rank
 from larp_video.data.token_clips import VideoClipStream, clip_starts
-from larp_video.data.transforms import FrameGeometry, conditioning_clip, fit_to_model, frames_to_tensor, pad_frames
+from larp_video.data.transforms import FrameGeometry, conditioning_clip, fit_frames_to_model, pad_frames
 from larp_video.data.video_io import read_video
 from larp_video.evaluation.chunks import enumerate_chunks, read_manifest_entries
 from larp_video.pretrained import load_tokenizer
@@ -90,8 +90,8 @@ def test_clip_stream_equals_reading_each_clip(tmp_path, mode, clips, frames):
     for item in items[:-1]:
         start = starts[item["clip_number"]]
         assert item["start_frame"] == start
-        video = frames_to_tensor(read_video(path, start, min(8, frames - start))[0])
-        expected = pad_frames(fit_to_model(video, FrameGeometry.compute(40, 48, 32)), 8)
+        source = read_video(path, start, min(8, frames - start))[0]
+        expected = pad_frames(fit_frames_to_model(source, FrameGeometry.compute(40, 48, 32)), 8)
         assert torch.equal(item["clip"], expected), item["clip_number"]
 
 
@@ -167,8 +167,7 @@ def test_codes_equal_tokenizer_encode(random_tokens, manifest, tokenizer):
     row = 8  # video 3's second clip, not mirrored
     video_index, start = int(tensors["video_index"][row]), int(tensors["start_frame"][row])
     frames, info = read_video(entries[video_index].path, start, min(8, FRAME_COUNTS[video_index] - start))
-    video = frames_to_tensor(frames)
-    clip = pad_frames(fit_to_model(video, FrameGeometry.compute(info.height, info.width, 32)), 8)
+    clip = pad_frames(fit_frames_to_model(frames, FrameGeometry.compute(info.height, info.width, 32)), 8)
 
     with torch.no_grad():
         expected = model.encode(clip[None]).indices[0]

@@ -2,86 +2,120 @@
 
 from __future__ import annotations
 
-import csv
-import math
+import logging
 
 import pytest
+import torch
 import yaml
 
 from larp_video.cli.main import main
 from larp_video.pretrained import load_tokenizer
 from larp_video.training.schedules import warmup_cosine
-from video_factory import make_test_video
-
-TINY_TOKENIZER = {
-    "num_frames": 8,
-    "image_size": 32,
-    "encoder_width": 32,
-    "encoder_depth": 1,
-    "encoder_heads": 2,
-    "decoder_width": 32,
-    "decoder_depth": 1,
-    "decoder_heads": 2,
-    "num_tokens": 8,
-    "codebook_size": 32,
-    "prior": {"depth": 1, "heads": 2, "width": 16, "max_positions": 8},
-}
-
-
-def write_config(tmp_path, videos, max_steps=4):
-    run = tmp_path / "run"
-    config = {
-        "seed_everything": 0,
-        "model": {"tokenizer": TINY_TOKENIZER, "warmup_steps": 1},
-        "data": {"train": str(videos), "val": str(videos), "batch_size": 2, "num_workers": 0},
-        "trainer": {
-            "max_steps": max_steps,
-            "accelerator": "cpu",
-            "precision": "bf16-mixed",
-            "log_every_n_steps": 1,
-            "val_check_interval": 2,
-            "check_val_every_n_epoch": None,
-            "enable_progress_bar": False,
-            "default_root_dir": str(run),
-            "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run), "name": "csv"}}],
-            "callbacks": [
-                {
-                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {"dirpath": str(run / "checkpoints"), "every_n_train_steps": 2, "save_last": True},
-                }
-            ],
-        },
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path, run
+from conftest import REPO_ROOT
+from training_setup import all_finite, column, make_video_folder, read_metrics, write_config
 
 
 @pytest.fixture(scope="module")
 def video_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("videos")
-    for index in range(3):
-        make_test_video(folder / f"v{index}.mp4", num_frames=12 + 5 * index, width=40, height=36, fps=10.0)
-    return folder
+    return make_video_folder(tmp_path_factory.mktemp("videos"))
 
 
-def read_metrics(run):
-    rows = list(csv.DictReader(open(next(run.glob("csv/*/metrics.csv")))))
-    return rows
-
-
-def test_train_tokenizer_runs_and_checkpoints(tmp_path, video_folder):
-    config, run = write_config(tmp_path, video_folder)
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory, video_folder):
+    """A 6-step run whose GAN starts at tokenizer step 3, with a discriminator update every step."""
+    tmp_path = tmp_path_factory.mktemp("gan-run")
+    config, run = write_config(
+        tmp_path,
+        video_folder,
+        max_steps=6,
+        model={"gan_start_step": 3, "discriminator_every": 1},
+    )
     assert main(["train", "tokenizer", "--config", str(config)]) == 0
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    return run
 
-    losses = [float(row["train/loss"]) for row in read_metrics(run) if row.get("train/loss")]
-    assert len(losses) == 4
-    assert all(math.isfinite(loss) for loss in losses)
-    assert any(row.get("val/psnr") for row in read_metrics(run))
 
-    model, _ = load_tokenizer(run / "checkpoints" / "last.ckpt")
+def test_train_tokenizer_runs_and_checkpoints(gan_run):
+    assert (gan_run / "checkpoints" / "last.ckpt").is_file()
+
+    rows = read_metrics(gan_run)
+    losses = [value for _, value in column(rows, "train/loss")]
+    assert len(losses) == 6
+    assert all_finite(losses)
+    assert any(row.get("val/psnr") for row in rows)
+    assert any(row.get("val_ema/psnr") for row in rows)
+
+    model, _ = load_tokenizer(gan_run / "checkpoints" / "last.ckpt")
     assert model.config.num_tokens == 8
+
+
+def test_gan_starts_at_tokenizer_step(gan_run):
+    rows = read_metrics(gan_run)
+    assert [step for step, _ in column(rows, "train/gan_loss")] == [3, 4, 5]
+    assert [step for step, _ in column(rows, "train/disc_loss")] == [3, 4, 5]
+
+
+def test_max_steps_counts_tokenizer_steps(gan_run):
+    checkpoint = torch.load(gan_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["tokenizer_step"] == 6
+    assert checkpoint["global_step"] == 6
+
+
+def test_training_logs_each_loss(gan_run):
+    rows = read_metrics(gan_run)
+    for name in ("l1", "lpips", "vq_loss", "prior_loss", "prior_top5", "codebook_perplexity", "lr_discriminator"):
+        values = [value for _, value in column(rows, f"train/{name}")]
+        assert values, name
+        assert all_finite(values), name
+
+
+def test_training_writes_previews(gan_run):
+    previews = sorted(path.name for path in gan_run.glob("csv/version_0/previews/*.png"))
+    assert "train-step00000000.png" in previews
+    assert any(name.startswith("val-") for name in previews)
+
+
+def test_checkpoint_exports_ema_or_trained_weights(gan_run, tmp_path):
+    checkpoint = gan_run / "checkpoints" / "last.ckpt"
+    assert main(["convert", str(checkpoint), "-o", str(tmp_path / "ema"), "--drop-prior"]) == 0
+    assert main(["convert", str(checkpoint), "-o", str(tmp_path / "raw"), "--no-ema"]) == 0
+
+    ema, _ = load_tokenizer(tmp_path / "ema")
+    raw, _ = load_tokenizer(tmp_path / "raw")
+    assert ema.prior is None
+    assert raw.prior is not None
+    assert not torch.equal(ema.queries, raw.queries)
+
+
+def test_resume_continues_step_count(tmp_path, video_folder):
+    config, run = write_config(tmp_path, video_folder, max_steps=4)
+    assert main(["train", "tokenizer", "--config", str(config)]) == 0
+    assert main(["train", "tokenizer", "--config", str(config), "--trainer.max_steps=6", "--resume", "last"]) == 0
+
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["tokenizer_step"] == 6
+    assert checkpoint["ema_updates"] == 6
+    steps = [step for step, _ in column(read_metrics(run), "train/loss")]
+    assert steps == [0, 1, 2, 3, 4, 5]
+
+
+def test_corrupt_video_is_skipped(tmp_path, video_folder, caplog):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for path in video_folder.glob("*.mp4"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.mp4").write_bytes(b"this is not a video" * 100)
+    config, run = write_config(tmp_path, folder, max_steps=4, model={"gan_weight": 0, "lpips_weight": 0})
+
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "tokenizer", "--config", str(config)]) == 0
+
+    per_file = [record for record in caplog.records if "skipped unreadable video" in record.getMessage()]
+    assert len(per_file) == 1
+    assert "broken.mp4" in per_file[0].getMessage()
+    summaries = [record for record in caplog.records if "files could not be read" in record.getMessage()]
+    assert summaries
+    skipped = [float(row["data/skipped_clips"]) for row in read_metrics(run) if row.get("data/skipped_clips")]
+    assert skipped and max(skipped) >= 1
 
 
 def test_train_rejects_unknown_model_key(tmp_path, video_folder, capsys):
@@ -102,3 +136,38 @@ def test_train_unknown_kind_prints_usage(capsys):
 )
 def test_warmup_cosine_schedule(step, expected):
     assert warmup_cosine(step, total_steps=100, warmup_steps=10) == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["tiny", "S", "B", "L", "L-long"])
+def test_shipped_config_parses(name, capsys):
+    config = REPO_ROOT / "configs" / "tokenizer" / f"{name}.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "tokenizer", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["tokenizer"]["num_frames"] == 16
+    assert printed["data"]["train"]
+
+
+def test_fp16_loss_scaling_with_two_optimizers(tmp_path, video_folder):
+    # Lightning turns 16-mixed into bf16 on CPUs, so the fp16 plugin is passed explicitly.
+    plugin = {
+        "class_path": "lightning.pytorch.plugins.precision.MixedPrecision",
+        "init_args": {"precision": "16-mixed", "device": "cpu"},
+    }
+    config, run = write_config(
+        tmp_path,
+        video_folder,
+        max_steps=4,
+        model={"lpips_weight": 0, "discriminator_every": 1},
+        trainer={"precision": None, "plugins": [plugin]},
+    )
+    assert main(["train", "tokenizer", "--config", str(config)]) == 0
+
+    rows = read_metrics(run)
+    norms = [value for _, value in column(rows, "train/grad_norm")]
+    assert len(norms) == 4
+    assert all(norm < 1e3 for norm in norms), "clipping saw gradients that were still scaled"
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert "scale" in checkpoint["MixedPrecision"]
+    assert checkpoint["global_step"] == 4

@@ -311,9 +311,9 @@ def test_read_converts_only_requested_frames(
     converted = []
     original = video_decoding.frame_to_rgb
 
-    def counting_frame_to_rgb(frame: av.VideoFrame, rotation: int = 0) -> np.ndarray:
+    def counting_frame_to_rgb(frame: av.VideoFrame, rotation: int = 0, reformatters=None) -> np.ndarray:
         converted.append(frame.pts)
-        return original(frame, rotation)
+        return original(frame, rotation, reformatters)
 
     monkeypatch.setattr(video_decoding, "frame_to_rgb", counting_frame_to_rgb)
     read_video(long_mp4, 80, 4)

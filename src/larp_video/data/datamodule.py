@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
-from larp_video.data.datasets import VideoClipDataset, list_videos
+from larp_video.data.datasets import EpochSampler, VideoClipDataset
+from larp_video.data.manifests import list_labeled_videos
 
 logger = logging.getLogger(__name__)
 
@@ -15,29 +17,50 @@ logger = logging.getLogger(__name__)
 class VideoDataModule(L.LightningDataModule):
     """Random training clips and fixed validation clips from folders, lists or manifests.
 
+    Training items come from an ``EpochSampler``: the clips of an epoch depend only on ``seed``
+    and the epoch number, so a resumed run gets the clips an uninterrupted run would. Under DDP,
+    Lightning wraps both loaders' samplers so each rank reads a different part of every epoch,
+    and ``batch_size`` is the batch of one process.
+
     Args:
-        train: folder, ``.txt`` list, ``.csv`` manifest (``id,path,action,label``) or a list of them.
+        train: folder, ``.txt`` list, ``.csv`` manifest (``id,path,action,label``) or a list of them,
+            joined in order.
         val: the same for validation; None skips validation.
+        root: folder that relative paths in lists and manifests are resolved against; by default
+            each list's own folder. The reference UCF-101 and Kinetics-600 manifests need the
+            folder that contains their ``data/`` directory.
         num_frames: frames per clip; must equal the tokenizer's clip length.
         image_size: clip side after short-side resize and centre crop; must equal the tokenizer's.
         batch_size: clips per step and process.
-        num_workers: data loader worker processes.
+        val_batch_size: clips per validation step and process; defaults to ``batch_size``.
+        num_workers: data loader worker processes per training process.
         flip: random horizontal flips in training.
         repeats: random clips drawn from each training video per epoch.
-        seed: seed of the fixed validation clips.
+        seed: seed of the fixed validation clips (and of the training clips when ``deterministic``).
+        deterministic: training clips are fixed like validation clips (start drawn from ``seed``
+            and the video index, no flips, no shuffling), for reproducibility checks.
+        max_skips: unreadable files skipped in a row before an item raises.
+        persistent_workers: keep worker processes (and their per-video caches) between epochs.
+        pin_memory: page-locked batches for faster copies to the GPU; None pins when CUDA is available.
     """
 
     def __init__(
         self,
         train: str | list[str],
         val: str | list[str] | None = None,
+        root: str | None = None,
         num_frames: int = 16,
         image_size: int = 128,
         batch_size: int = 8,
+        val_batch_size: int | None = None,
         num_workers: int = 2,
         flip: bool = True,
         repeats: int = 1,
         seed: int = 0,
+        deterministic: bool = False,
+        max_skips: int = 50,
+        persistent_workers: bool = True,
+        pin_memory: bool | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -47,33 +70,55 @@ class VideoDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
         if self.train_dataset is None:
-            videos = list_videos(h.train)
-            logger.info("training on %d videos", len(videos))
-            self.train_dataset = VideoClipDataset(
-                videos, h.num_frames, h.image_size, random_clips=True, flip=h.flip, repeats=h.repeats
-            )
+            self.train_dataset = self._dataset(h.train, random_clips=not h.deterministic, repeats=h.repeats)
+            logger.info("training on %d videos", len(self.train_dataset.videos))
         if h.val is not None and self.val_dataset is None:
-            videos = list_videos(h.val)
-            self.val_dataset = VideoClipDataset(videos, h.num_frames, h.image_size, random_clips=False, seed=h.seed)
+            self.val_dataset = self._dataset(h.val, random_clips=False, repeats=1)
+
+    def _dataset(self, source, *, random_clips: bool, repeats: int) -> VideoClipDataset:
+        h = self.hparams
+        pairs = list_labeled_videos(source, h.root)
+        return VideoClipDataset(
+            [path for path, _ in pairs],
+            h.num_frames,
+            h.image_size,
+            random_clips=random_clips,
+            flip=h.flip,
+            repeats=repeats,
+            seed=h.seed,
+            labels=[label for _, label in pairs],
+            max_skips=h.max_skips,
+        )
 
     def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        sampler = EpochSampler(len(self.train_dataset), seed=h.seed, shuffle=not h.deterministic)
         return DataLoader(
             self.train_dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            drop_last=len(self.train_dataset) >= self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            pin_memory=False,
+            batch_size=h.batch_size,
+            sampler=sampler,
+            drop_last=len(self.train_dataset) >= h.batch_size,
+            num_workers=h.num_workers,
+            persistent_workers=h.persistent_workers and h.num_workers > 0,
+            pin_memory=torch.cuda.is_available() if h.pin_memory is None else h.pin_memory,
+            generator=_own_generator(h.seed),
         )
 
     def val_dataloader(self) -> DataLoader | list:
+        h = self.hparams
         if self.val_dataset is None:
             return []
         return DataLoader(
             self.val_dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=h.val_batch_size or h.batch_size,
             shuffle=False,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=h.num_workers,
+            persistent_workers=h.persistent_workers and h.num_workers > 0,
+            generator=_own_generator(h.seed),
         )
+
+
+def _own_generator(seed: int) -> torch.Generator:
+    # DataLoader iterators draw their workers' base seed from this generator instead of the
+    # global random state, so validation and new epochs leave training's random stream alone.
+    return torch.Generator().manual_seed(seed)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from larp_video.data.transforms import FrameGeometry, fit_to_model, frames_to_tensor, pad_frames
+from larp_video.data.transforms import FrameGeometry, fit_frames_to_model, pad_frames
 from larp_video.data.video_errors import VideoReadError
 from larp_video.evaluation.chunks import enumerate_chunks
 
@@ -126,9 +126,8 @@ class VideoClipStream(IterableDataset):
 
     def fit_frames(self, frames: np.ndarray) -> torch.Tensor:
         """Fit uint8 (t, H, W, 3) frames to the model's frame: float (3, t, S, S) in [0, 1]."""
-        video = frames_to_tensor(frames)  # (3, t, H, W)
-        geometry = FrameGeometry.compute(video.shape[2], video.shape[3], self.image_size, self.fit)
-        return fit_to_model(video, geometry)
+        geometry = FrameGeometry.compute(frames.shape[1], frames.shape[2], self.image_size, self.fit)
+        return fit_frames_to_model(frames, geometry)  # the training datasets' resize
 
     @staticmethod
     def clip_item(video_index: int, number: int, start: int, clip: torch.Tensor) -> dict[str, Any]:

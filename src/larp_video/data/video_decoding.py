@@ -179,6 +179,8 @@ class FrameConverter:
         else:
             self._coded_size = (width, height)
         self._warned_resize = False
+        # One swscale context per target format, reused for every frame of the stream.
+        self._reformatters: dict = {}
 
     @classmethod
     def for_first_frame(cls, path: str, frame: VideoFrame | None) -> FrameConverter:
@@ -191,11 +193,11 @@ class FrameConverter:
 
     def convert(self, frame: VideoFrame) -> np.ndarray:
         """Return the frame as a C-contiguous uint8 array (H, W, 3)."""
-        return frame_to_rgb(self._resized(frame), self.rotation)
+        return frame_to_rgb(self._resized(frame), self.rotation, reformatters=self._reformatters)
 
     def convert_into(self, frame: VideoFrame, out: np.ndarray) -> None:
         """Write the frame into ``out`` (H, W, 3) without an intermediate rotated copy."""
-        out[...] = rotate_clockwise(frame_to_rgb(self._resized(frame)), self.rotation)
+        out[...] = rotate_clockwise(frame_to_rgb(self._resized(frame), reformatters=self._reformatters), self.rotation)
 
     def _resized(self, frame: VideoFrame) -> VideoFrame:
         if (frame.width, frame.height) == self._coded_size:

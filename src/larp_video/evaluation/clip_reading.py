@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from larp_video.data.datasets import VIDEO_EXTENSIONS
-from larp_video.data.transforms import FrameGeometry, fit_to_model, frames_to_tensor, pad_frames, resize
+from larp_video.data.transforms import FrameGeometry, fit_frames_to_model, pad_frames, resize
 from larp_video.data.video_errors import TooFewFramesError, VideoReadError
 from larp_video.data.video_io import iter_video, probe_video, read_video
 from larp_video.evaluation.chunks import ManifestEntry, PlannedChunk, clip_start
@@ -28,9 +28,8 @@ from larp_video.evaluation.chunks import ManifestEntry, PlannedChunk, clip_start
 
 def fit_square(frames: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (T, H, W, 3) frames -> float (3, T, size, size): short side to ``size``, centre crop."""
-    video = frames_to_tensor(frames)  # (3, T, H, W)
-    geometry = FrameGeometry.compute(video.shape[2], video.shape[3], size, "crop")
-    return fit_to_model(video, geometry)
+    geometry = FrameGeometry.compute(frames.shape[1], frames.shape[2], size, "crop")
+    return fit_frames_to_model(frames, geometry)  # the training datasets' resize, uint8 bilinear
 
 
 def read_first_frames(path: str | os.PathLike, num_frames: int, start_frame: int = 0) -> np.ndarray:

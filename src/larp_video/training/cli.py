@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib
 import logging
 import warnings
+from typing import Optional
+
+import torch
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -15,6 +18,13 @@ class LarpCLI(LightningCLI):
     """LightningCLI without subcommands: it always fits, optionally resuming with ``--resume``."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--num_threads",
+            type=Optional[int],
+            default=None,
+            help="torch intra-op threads per training process (default: torch's choice, one per core); "
+            "1 is often fastest on a small CPU shared with data loader workers",
+        )
         parser.add_argument(
             "--resume",
             default=None,
@@ -43,5 +53,7 @@ def run_training(module_path: str, data_path: str, args: list[str]) -> int:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": "larp train", "allow_abbrev": False},
     )
+    if cli.config.get("num_threads"):
+        torch.set_num_threads(cli.config["num_threads"])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
     return 0
