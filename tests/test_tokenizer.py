@@ -7,7 +7,7 @@ import torch
 
 from larp_video.config import ConfigError
 from larp_video.models.prior import scheduled_sampling_ratio
-from larp_video.models.quantizer import StochasticVectorQuantizer
+from larp_video.models.quantizer import StochasticVectorQuantizer, codebook_entropy_loss
 from larp_video.models.tokenizer import LARPTokenizer, TokenizerConfig
 
 
@@ -233,6 +233,54 @@ def test_quantizer_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = quantizer(torch.randn(1, 3, 4, dtype=torch.bfloat16))
     assert out.quantized.dtype == torch.float32
+
+
+def test_entropy_loss_matches_float64_formula():
+    similarity = torch.randn(6, 5)
+    loss = codebook_entropy_loss(similarity, temperature=0.5)
+    p = torch.softmax(similarity.double() / 0.5, dim=-1)
+    token_entropy = -(p * p.log()).sum(-1).mean()
+    mean = p.mean(0)
+    expected = token_entropy + (mean * mean.log()).sum()
+    assert abs(float(loss) - float(expected)) < 1e-5
+
+
+def test_entropy_loss_prefers_spread_codes():
+    confident_same = torch.tensor([[10.0, 0.0, 0.0, 0.0]] * 4)
+    confident_spread = torch.eye(4) * 10.0
+    assert codebook_entropy_loss(confident_spread, 1.0) < codebook_entropy_loss(confident_same, 1.0)
+
+
+def test_entropy_loss_off_by_default_and_weighted_when_on():
+    z = torch.randn(2, 5, 4)
+    torch.manual_seed(0)
+    plain = StochasticVectorQuantizer(32, 4)
+    assert float(plain(z).entropy_loss) == 0.0
+    torch.manual_seed(0)
+    with_entropy = StochasticVectorQuantizer(32, 4, entropy_loss_weight=0.5, entropy_temperature=0.1)
+    out = with_entropy(z)
+    assert torch.allclose(out.loss, out.codebook_loss + 0.25 * out.commitment_loss + 0.5 * out.entropy_loss)
+    assert out.entropy_loss != 0
+
+
+def distinct_codes_after_training(entropy_loss_weight: float) -> tuple[int, int]:
+    """Train 64 near-identical latents and a codebook for 100 steps; codes in use before and after."""
+    torch.manual_seed(0)
+    latents = torch.nn.Parameter(torch.randn(1, 64, 8) * 0.01 + torch.ones(8))  # all point the same way
+    quantizer = StochasticVectorQuantizer(64, 8, entropy_loss_weight=entropy_loss_weight, entropy_temperature=0.1)
+    before = quantizer(latents).indices.unique().numel()
+    optimizer = torch.optim.Adam([latents, *quantizer.parameters()], lr=0.05)
+    for _ in range(100):
+        optimizer.zero_grad()
+        quantizer(latents).loss.backward()
+        optimizer.step()
+    return before, quantizer(latents).indices.unique().numel()
+
+
+def test_entropy_loss_spreads_codes_of_identical_latents():
+    assert distinct_codes_after_training(0.0) == (1, 1)
+    before, after = distinct_codes_after_training(1.0)
+    assert before == 1 and after >= 12
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,9 +16,23 @@ from torch import nn
 class QuantizerOutput(NamedTuple):
     quantized: torch.Tensor  # (B, N, d) unit code vectors; gradients flow to the normalised input
     indices: torch.Tensor  # (B, N) int64
-    loss: torch.Tensor  # codebook_weight * codebook_loss + commitment_weight * commitment_loss
+    loss: torch.Tensor  # codebook, commitment and entropy losses, each times its weight
     codebook_loss: torch.Tensor  # MSE(code, sg(z)): moves the codes
     commitment_loss: torch.Tensor  # MSE(sg(code), z): moves the encoder
+    entropy_loss: torch.Tensor  # mean per-token entropy - entropy of the batch-mean distribution
+
+
+def codebook_entropy_loss(similarity: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-token entropy minus the entropy of the mean code distribution, for (M, K) similarities.
+
+    Low when each token is sure of its code and the M tokens together spread over many codes.
+    """
+    log_probabilities = torch.log_softmax(similarity / temperature, dim=-1)  # (M, K)
+    probabilities = log_probabilities.exp()
+    token_entropy = -(probabilities * log_probabilities).sum(-1).mean()
+    mean_probabilities = probabilities.mean(0)  # (K,)
+    batch_entropy = -(mean_probabilities * torch.log(mean_probabilities.clamp_min(1e-12))).sum()
+    return token_entropy - batch_entropy
 
 
 class StochasticVectorQuantizer(nn.Module):
@@ -28,6 +42,10 @@ class StochasticVectorQuantizer(nn.Module):
     cosine. With ``sample=True`` the index is drawn from softmax(cos / temperature); otherwise it
     is the argmax of the cosine. The forward value is the unit code vector and the backward pass
     is straight-through to the normalised z. All of it runs in float32, also under autocast.
+
+    With ``entropy_loss_weight > 0`` an entropy loss over softmax(cos / entropy_temperature)
+    rewards confident choices per token and a spread of choices over the batch, which keeps a
+    codebook from collapsing to a few codes on small datasets. Off by default, as in LARP.
     """
 
     def __init__(
@@ -37,15 +55,21 @@ class StochasticVectorQuantizer(nn.Module):
         temperature: float = 0.03,
         codebook_loss_weight: float = 1.0,
         commitment_loss_weight: float = 0.25,
+        entropy_loss_weight: float = 0.0,
+        entropy_temperature: float = 0.01,
     ):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"quantizer temperature must be positive, got {temperature}")
+        if entropy_temperature <= 0:
+            raise ValueError(f"entropy temperature must be positive, got {entropy_temperature}")
         self.codebook_size = codebook_size
         self.dim = dim
         self.temperature = temperature
         self.codebook_loss_weight = codebook_loss_weight
         self.commitment_loss_weight = commitment_loss_weight
+        self.entropy_loss_weight = entropy_loss_weight
+        self.entropy_temperature = entropy_temperature
         self.codebook = nn.Embedding(codebook_size, dim)
         nn.init.kaiming_uniform_(self.codebook.weight)
 
@@ -77,9 +101,13 @@ class StochasticVectorQuantizer(nn.Module):
             codebook_loss = F.mse_loss(code, z.detach())
             commitment_loss = F.mse_loss(code.detach(), z)
             loss = self.codebook_loss_weight * codebook_loss + self.commitment_loss_weight * commitment_loss
+            entropy_loss = similarity.new_zeros(())
+            if self.entropy_loss_weight > 0:
+                entropy_loss = codebook_entropy_loss(similarity.flatten(0, 1), self.entropy_temperature)
+                loss = loss + self.entropy_loss_weight * entropy_loss
             quantized = z + (code - z).detach()
 
-        return QuantizerOutput(quantized, indices, loss, codebook_loss, commitment_loss)
+        return QuantizerOutput(quantized, indices, loss, codebook_loss, commitment_loss, entropy_loss)
 
     def _check_indices(self, indices: torch.Tensor) -> None:
         if indices.dtype not in (torch.int64, torch.int32):

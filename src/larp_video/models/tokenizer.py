@@ -52,6 +52,8 @@ class TokenizerConfig(Config):
     quantizer_temperature: float = 0.03  # softmax temperature of stochastic code sampling
     codebook_loss_weight: float = 1.0
     commitment_loss_weight: float = 0.25
+    entropy_loss_weight: float = 0.0  # codebook entropy loss; counters collapse on small datasets
+    entropy_temperature: float = 0.01  # softmax temperature of the entropy loss
     query_init_std: float = 0.02  # std of the queries' N(0, std) initialisation
     latent_pos_base: float = 10000.0  # base of the decoder's 1D sin-cos table over tokens
     prior: PriorConfig | None = dataclasses.field(default_factory=PriorConfig)  # None: no prior
@@ -123,7 +125,7 @@ class TokenizerOutput:
 
     reconstruction: torch.Tensor  # (B, C, T, S, S), not clamped
     indices: torch.Tensor  # (B, N)
-    vq_loss: torch.Tensor  # weighted codebook + commitment loss
+    vq_loss: torch.Tensor  # weighted codebook + commitment (+ entropy) loss
     codebook_loss: torch.Tensor
     commitment_loss: torch.Tensor
     prior_loss: torch.Tensor | None  # cross-entropy of the AR prior; None without a prior
@@ -195,7 +197,13 @@ class LARPTokenizer(nn.Module, PretrainedMixin):
         # Bottleneck: D -> d, quantize, d -> D.
         self.to_code = nn.Linear(c.encoder_width, c.code_dim)
         self.quantizer = StochasticVectorQuantizer(
-            c.codebook_size, c.code_dim, c.quantizer_temperature, c.codebook_loss_weight, c.commitment_loss_weight
+            c.codebook_size,
+            c.code_dim,
+            c.quantizer_temperature,
+            c.codebook_loss_weight,
+            c.commitment_loss_weight,
+            c.entropy_loss_weight,
+            c.entropy_temperature,
         )
         self.from_code = nn.Linear(c.code_dim, c.decoder_width)
 
