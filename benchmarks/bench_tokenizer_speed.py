@@ -7,8 +7,10 @@ not depend on the weights. Modes:
 * bf16-autocast: float32 weights under torch.autocast(bfloat16), as the reference does.
 * bf16: weights cast to bfloat16 once (``precision="bf16"`` of ``prepare_for_inference``);
   the quantizer still runs in float32.
+* bf16-compile: the bf16 mode with encode and decode compiled by ``torch.compile`` (inductor);
+  the compile time is reported apart and not counted in the per-clip time.
 
-Usage: python benchmarks/bench_tokenizer_speed.py [--modes fp32 bf16] [--repeats 5]
+Usage: python benchmarks/bench_tokenizer_speed.py [--modes fp32 bf16 bf16-compile] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def build_model(mode: str) -> LARPTokenizer:
     torch.manual_seed(0)
     model = LARPTokenizer(TokenizerConfig.preset("L", prior=None)).eval()
     torch.nn.init.normal_(model.head.linear.weight, std=0.02)
-    if mode == "bf16":
+    if mode in ("bf16", "bf16-compile"):
         model = model.to(torch.bfloat16)
     return model
 
@@ -38,20 +40,30 @@ def time_mode(mode: str, repeats: int) -> dict:
     model = build_model(mode)
     clip = torch.rand(1, 3, 16, 128, 128)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16-autocast" else contextlib.nullcontext()
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+    dtype = torch.bfloat16 if mode in ("bf16", "bf16-compile") else torch.float32
+    encode, decode = (lambda video: model.encode(video).codes), model.decode_codes
+    if mode == "bf16-compile":
+        encode, decode = torch.compile(encode), torch.compile(decode)
 
     def run() -> torch.Tensor:
         with torch.inference_mode(), context:
-            codes = model.encode(clip.to(dtype)).codes
-            return model.decode_codes(codes.to(dtype))
+            return decode(encode(clip.to(dtype)).to(dtype))
 
-    run()  # warm-up
+    start = time.perf_counter()
+    run()  # warm-up (and compilation)
+    warmup = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return {"mode": mode, "best_s": min(times), "median_s": sorted(times)[len(times) // 2], "runs": times}
+    return {
+        "mode": mode,
+        "best_s": min(times),
+        "median_s": sorted(times)[len(times) // 2],
+        "warmup_s": warmup,
+        "runs": times,
+    }
 
 
 def main() -> None:

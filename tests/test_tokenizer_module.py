@@ -93,6 +93,17 @@ def test_lpips_stays_out_of_state_dict():
     assert not any("lpips" in key or "vgg" in key for key in module.state_dict())
 
 
+def test_lpips_counts_from_its_start_step():
+    torch.manual_seed(0)
+    module = tiny_module(lpips_weight=1.0, lpips_frames=1, lpips_start_step=3)
+    video = torch.rand(1, 3, 8, 32, 32)
+    output = module.tokenizer(video, step=0, total_steps=100)
+    before, before_logs = module.generator_loss(video, output, step=2)
+    after, after_logs = module.generator_loss(video, output, step=3)
+    assert "lpips" not in before_logs and "lpips" in after_logs
+    assert torch.allclose(after - before, after_logs["lpips"], atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "step, updates",
     [(0, False), (3, False), (4, True), (5, False), (8, True)],

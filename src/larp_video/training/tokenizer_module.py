@@ -62,6 +62,9 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         lpips_weight: weight of LPIPS-VGG; 0 loads no LPIPS network.
         lpips_frames: frames per clip scored by LPIPS, drawn at random each step; None scores all.
         lpips_source: where the LPIPS weights come from ("auto", "carrier", "download").
+        lpips_start_step: tokenizer step from which LPIPS counts (0 in LARP). A small model on
+            few videos learns a texture that LPIPS likes before it learns the input; L1 alone
+            first avoids that.
         vq_weight: weight of the VQ loss (codebook + 0.25 x commitment).
         prior_weight: weight of the prior's cross-entropy.
         sample_codes: sample codes from the quantizer's softmax in training (the reference);
@@ -106,6 +109,7 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         lpips_weight: float = 1.0,
         lpips_frames: int | None = 4,
         lpips_source: str = "auto",
+        lpips_start_step: int = 0,
         vq_weight: float = 0.1,
         prior_weight: float = 0.06,
         sample_codes: bool = True,
@@ -332,7 +336,7 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         l1 = F.l1_loss(reconstruction.float(), video.float())
         reconstruction_loss = h.l1_weight * l1
         logs = {"l1": l1.detach()}
-        if self.lpips is not None:
+        if self.lpips is not None and step >= h.lpips_start_step:
             from larp_video.evaluation.lpips import video_lpips
 
             perceptual = video_lpips(
