@@ -88,22 +88,34 @@ class TokenizedVideo:
         }
         temporary = path.with_name(f".{path.name}.tmp")
         save_file({"indices": self.indices.to(torch.int64).contiguous()}, str(temporary), metadata=metadata)
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TokenizedVideo":
         path = Path(path)
+        if path.is_dir():
+            raise TokenFileError(f"token file {path} is a directory; pass the .safetensors file written by `larp tokenize`")
         if not path.is_file():
             raise TokenFileError(f"token file {path} not found")
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-                indices = handle.get_tensor("indices")
+                names = set(handle.keys())
+                indices = handle.get_tensor("indices") if "indices" in names else None
         except Exception as error:  # safetensors raises several types for malformed files
-            raise TokenFileError(f"cannot read token file {path}: {error}") from error
-        if metadata.get("format") != TOKEN_FILE_FORMAT:
-            raise TokenFileError(f"{path} is not a larp-video token file (written by `larp tokenize`)")
+            raise TokenFileError(
+                f"cannot read token file {path}: it is not a safetensors file ({error}); "
+                "pass a file written by `larp tokenize`"
+            ) from error
+        if metadata.get("format") != TOKEN_FILE_FORMAT or indices is None:
+            raise TokenFileError(
+                f"{path} is a safetensors file but not a larp-video token file (written by `larp tokenize`)"
+            )
         return cls(
             indices=indices,
             num_frames=int(metadata["num_frames"]),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from larp_video.cli.common import check_output_dir
+
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from larp_video.models.tokenizer import LARPTokenizer
     from larp_video.pretrained import load_tokenizer
 
+    check_output_dir(args.output, source=args.source)
     model, name = load_tokenizer(args.source, use_ema=not args.no_ema)
     if args.drop_prior and model.prior is not None:
         stripped = LARPTokenizer(model.config.replace(prior=None))

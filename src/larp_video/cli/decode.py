@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from larp_video.cli.common import add_model_arguments, load_model_from_args
+from larp_video.cli.common import add_model_arguments, check_output_file, load_model_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -30,11 +30,14 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from larp_video.data.transforms import tensor_to_frames
     from larp_video.data.video_io import VideoWriter
+    from larp_video.data.video_writer import MP4_SUFFIXES
     from larp_video.video_tokens import TokenizedVideo, decode_video
 
+    output = check_output_file(args.output, MP4_SUFFIXES)
     tokens = TokenizedVideo.load(args.tokens)
     model, _ = load_model_from_args(args)
-    with VideoWriter(args.output, tokens.fps) as writer:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(output, tokens.fps) as writer:
         for chunk in decode_video(
             tokens, model, scale=args.scale, batch_size=args.batch_size, precision=args.precision, progress=True
         ):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from larp_video.cli.common import check_output_dir
+
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -26,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from larp_video.training.generator_checkpoints import export_generator, read_generator_checkpoint
 
+    check_output_dir(args.output)
     checkpoint = read_generator_checkpoint(args.checkpoint)
     directory = export_generator(checkpoint, args.output, dtype=getattr(torch, DTYPES[args.dtype]), source=args.checkpoint)
     parameters = sum(parameter.numel() for parameter in checkpoint.model.parameters())

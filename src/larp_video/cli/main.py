@@ -14,6 +14,7 @@ import logging
 import sys
 
 from larp_video import __version__
+from larp_video.cli.common import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ SUBCOMMAND_MODULES = (
 PASSTHROUGH_COMMANDS = {
     "train": "larp_video.cli.train",
 }
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line without a traceback, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

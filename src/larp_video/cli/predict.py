@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from larp_video.cli.common import check_output_file
 from larp_video.cli.sample import (
     add_generation_arguments,
     load_generation_models,
@@ -33,10 +34,12 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from larp_video.cli.main import UsageError
+    from larp_video.data.video_writer import MP4_SUFFIXES
     from larp_video.generation.predict import predict_video
 
     if args.start_frame < 0:
         raise UsageError(f"--start-frame must be 0 or more, got {args.start_frame}")
+    check_output_file(args.output, MP4_SUFFIXES)
     loaded, tokenizer, _ = load_generation_models(args, resolve_device_argument(args))
     settings = sampling_settings(args, conditioning_frames=args.frames)
     result = predict_video(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from larp_video.cli.common import add_fit_argument, add_model_arguments, load_model_from_args
+from larp_video.cli.common import add_fit_argument, add_model_arguments, check_output_file, load_model_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -29,8 +29,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from larp_video.data.video_writer import MP4_SUFFIXES
     from larp_video.reconstruct import reconstruct_video
 
+    check_output_file(args.output, MP4_SUFFIXES)
     model, name = load_model_from_args(args)
     result = reconstruct_video(
         args.video,
