@@ -66,8 +66,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from larp_video.config import ConfigError
     from larp_video.data.token_shards import TokenShardError
     from larp_video.data.video_io import VideoReadError
+    from larp_video.evaluation.chunks import ManifestError
     from larp_video.evaluation.chunks import ProtocolError
     from larp_video.generation.requests import SamplingRequestError
+    from larp_video.models.hub import ModelFileError
     from larp_video.models.released import ReleasedCheckpointError
     from larp_video.video_tokens import TokenFileError
 
@@ -78,6 +80,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         FileNotFoundError,
         TokenFileError,
         ReleasedCheckpointError,
+        ModelFileError,
+        ManifestError,
         ProtocolError,
         TokenShardError,
         SamplingRequestError,

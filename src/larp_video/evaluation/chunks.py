@@ -33,6 +33,10 @@ class ProtocolError(ValueError):
     """An evaluation request that breaks its protocol (a count, size or file that does not fit)."""
 
 
+class ManifestError(ValueError):
+    """A video manifest that is missing or is not an ``id,path,action,label`` CSV."""
+
+
 class NotEnoughChunksError(ProtocolError):
     """More chunks were requested than the videos contain, without drawing with replacement."""
 
@@ -73,10 +77,18 @@ def read_manifest_entries(path: str | os.PathLike) -> list[ManifestEntry]:
     becomes -1 and a missing ``id`` becomes the row number.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(f"manifest {path} is a directory; pass the CSV file with the header id,path,action,label")
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} not found")
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if "path" not in (reader.fieldnames or []):
-            raise ValueError(f"manifest {path} has no 'path' column; expected the header id,path,action,label")
+            first_line = ",".join(reader.fieldnames or []) or "empty"
+            raise ManifestError(
+                f"manifest {path} has no 'path' column (its first line is {first_line!r}); "
+                "its first line must be the header id,path,action,label"
+            )
         entries = []
         for row_number, row in enumerate(reader):
             entry = row["path"].strip()
@@ -84,6 +96,10 @@ def read_manifest_entries(path: str | os.PathLike) -> list[ManifestEntry]:
             if not resolved.is_absolute():
                 resolved = path.parent / resolved
             label_text = (row.get("label") or "").strip()
+            if label_text and not label_text.lstrip("-").isdigit():
+                raise ManifestError(
+                    f"manifest {path} line {reader.line_num}: label {label_text!r} is not an integer class id"
+                )
             entries.append(
                 ManifestEntry(
                     video_id=(row.get("id") or "").strip() or str(row_number),
@@ -94,7 +110,7 @@ def read_manifest_entries(path: str | os.PathLike) -> list[ManifestEntry]:
                 )
             )
     if not entries:
-        raise ValueError(f"manifest {path} lists no videos")
+        raise ManifestError(f"manifest {path} lists no videos; add one id,path,action,label row per video")
     return sorted(entries, key=lambda item: item.entry)
 
 
@@ -192,11 +208,13 @@ def write_plan(path: str | os.PathLike, plan: Sequence[PlannedChunk]) -> Path:
 def read_plan(path: str | os.PathLike) -> list[PlannedChunk]:
     """Read a plan written by ``write_plan``."""
     path = Path(path)
+    if not path.is_file():
+        raise ProtocolError(f"plan {path} not found; write one with `larp eval ... --plan-only`")
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = set(PLAN_COLUMNS) - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(
+            raise ProtocolError(
                 f"plan {path} lacks the columns {sorted(missing)}; write plans with `larp eval ... --plan-only`"
             )
         integers = {"sample", "video_index", "start_frame", "num_frames", "label"}

@@ -36,6 +36,35 @@ class PretrainedNotFoundError(FileNotFoundError):
     """A model directory or Hub repository could not be found or downloaded."""
 
 
+class ModelFileError(ValueError):
+    """A model directory or checkpoint exists but does not hold the requested model."""
+
+
+def load_checkpoint_file(path: str | os.PathLike, required_key: str, kind: str) -> dict[str, Any]:
+    """Read a Lightning ``.ckpt`` with ``torch.load(weights_only=True)`` and check it has ``required_key``.
+
+    Raise ``FileNotFoundError`` for a missing file and ``ModelFileError`` for a file that is not
+    a checkpoint or is the checkpoint of another kind of training run (``kind`` names the
+    expected one, e.g. "tokenizer").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises pickle, zip and runtime errors for foreign files
+        raise ModelFileError(
+            f"cannot read checkpoint {path}: torch.load failed ({type(error).__name__}); "
+            f"pass a .ckpt written by `larp train {kind}`"
+        ) from error
+    if not isinstance(checkpoint, dict) or required_key not in checkpoint:
+        raise ModelFileError(
+            f"{path} is not a {kind} training checkpoint (it has no {required_key!r}); "
+            f"pass a .ckpt written by `larp train {kind}`"
+        )
+    return checkpoint
+
+
 def strip_state_dict_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes from keys."""
     cleaned = {}
@@ -157,16 +186,23 @@ class PretrainedMixin:
             local_files_only=local_files_only,
             token=token,
         )
-        with open(directory / CONFIG_NAME, encoding="utf-8") as handle:
-            document = json.load(handle)
-        state_dict = strip_state_dict_prefixes(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
+        try:
+            with open(directory / CONFIG_NAME, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelFileError(f"{directory / CONFIG_NAME} is not valid JSON ({error})") from error
+        try:
+            weights = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+        except Exception as error:  # safetensors raises several types for malformed files
+            raise ModelFileError(f"cannot read {directory / WEIGHTS_NAME}: {error}") from error
+        state_dict = strip_state_dict_prefixes(weights)
 
         if "larp_video_format" not in document:
             logger.info("loading %s as a released checkpoint", directory)
             return cls._from_released(document, state_dict, **config_overrides)
 
         if document.get("model_type") != cls.__name__:
-            raise ValueError(
+            raise ModelFileError(
                 f"{directory / CONFIG_NAME} describes a {document.get('model_type')!r}, "
                 f"not a {cls.__name__}; load it with that class instead"
             )

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import torch
-
-from larp_video.models.hub import strip_state_dict_prefixes
+from larp_video.models.hub import load_checkpoint_file, strip_state_dict_prefixes
 from larp_video.models.tokenizer import LARPTokenizer, TokenizerConfig
 
 
@@ -16,12 +13,7 @@ def tokenizer_from_lightning_checkpoint(path: str | os.PathLike, *, use_ema: boo
 
     With ``use_ema`` the EMA weights are used when the checkpoint has them.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "tokenizer_config" not in checkpoint:
-        raise ValueError(f"{path} is not a tokenizer training checkpoint (it has no 'tokenizer_config')")
+    checkpoint = load_checkpoint_file(path, "tokenizer_config", "tokenizer")
     config = TokenizerConfig.from_dict(checkpoint["tokenizer_config"])
 
     state = checkpoint.get("ema_state_dict") if use_ema else None

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from larp_video.models.generator import GeneratorConfig, LARPGenerator
-from larp_video.models.hub import strip_state_dict_prefixes
+from larp_video.models.hub import load_checkpoint_file, strip_state_dict_prefixes
 
 TRAINING_INFO_NAME = "training.json"
 CLASSES_NAME = "classes.txt"
@@ -29,12 +29,7 @@ class GeneratorCheckpoint:
 
 def read_generator_checkpoint(path: str | os.PathLike) -> GeneratorCheckpoint:
     """Build the generator saved in a ``larp train generator`` checkpoint (``.ckpt``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "generator_config" not in checkpoint:
-        raise ValueError(f"{path} is not a generator training checkpoint (it has no 'generator_config')")
+    checkpoint = load_checkpoint_file(path, "generator_config", "generator")
     config = GeneratorConfig.from_dict(checkpoint["generator_config"])
 
     prefix = "generator."
