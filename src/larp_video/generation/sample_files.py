@@ -57,6 +57,12 @@ class SamplingSettings(Config):
             raise ConfigError(f"fit must be one of {FITS}, got {self.fit!r}")
         if self.conditioning_frames < 1:
             raise ConfigError(f"conditioning_frames must be at least 1, got {self.conditioning_frames}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be 0 (greedy) or more, got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be 0 (keep all tokens) or more, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1] (1 keeps all tokens), got {self.top_p}")
 
 
 # ---------------------------------------------------------------------------------------------
