@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 from larp_video.cli.common import add_fit_argument, add_model_arguments
 
@@ -92,4 +95,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"  skipped video {video['video_index']} ({video['path']}): {video['reason']}")
     if summary["index"]:
         print(f"wrote {summary['index']}")
+        total_clips = json.loads(Path(summary["index"]).read_text())["total_clips"]
+        if total_clips == 0:
+            # Not a usage error: the arguments were fine, but no video of the manifest could be read.
+            print(
+                f"larp: error: no clip was written: no video of {args.manifest} could be read (reasons above); "
+                f"fix the manifest, then delete {args.output_dir} and run again",
+                file=sys.stderr,
+            )
+            return 1
     return 0
