@@ -155,7 +155,7 @@ class VideoWriter:
             raise
         os.replace(self._temporary_path, self.path)
         self._closed = True
-        logger.info("wrote %d frames to %s", self.frames_written, self.path)
+        logger.debug("wrote %d frames to %s", self.frames_written, self.path)
         return self.path
 
     def abort(self) -> None:
