@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,3 +210,23 @@ def test_sampling_failure_does_not_stop_training(tmp_path, tokens, tokenizer, mo
     assert main(["train", "generator", "--config", str(config)]) == 0
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert "sampling at step 2 failed; training continues" in caplog.text
+
+
+def test_train_generator_under_ddp(tmp_path, tokens, tokenizer):
+    """Two gloo processes train, sample from rank 0 only and write one checkpoint."""
+    config, run = write_config(tmp_path, tokens, tokenizer)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"].update({"devices": 2, "strategy": "ddp", "precision": "32-true"})
+    config.write_text(yaml.safe_dump(settings))
+
+    source = Path(__file__).resolve().parents[1] / "src"
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "larp_video.cli.main", "train", "generator", "--config", str(config)]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    losses = [float(row["train/loss"]) for row in read_metrics(run) if row.get("train/loss")]
+    assert len(losses) == 4
+    assert all(math.isfinite(loss) for loss in losses)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(list(run.glob("samples/step-*"))) == 2
