@@ -125,6 +125,14 @@ def test_train_rejects_unknown_model_key(tmp_path, video_folder, capsys):
     assert "num_token" in capsys.readouterr().err
 
 
+def test_train_invalid_trainer_value_is_one_line(tmp_path, video_folder, capsys):
+    config, _ = write_config(tmp_path, video_folder)
+    assert main(["train", "tokenizer", "--config", str(config), "--trainer.strategy=fsdp"]) == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("larp: error: invalid training configuration: ")
+    assert "requires a GPU" in last_line
+
+
 def test_train_unknown_kind_prints_usage(capsys):
     assert main(["train", "diffusion"]) == 2
     assert "usage: larp train" in capsys.readouterr().err

@@ -9,7 +9,10 @@ from typing import Optional
 
 import torch
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
+
+from larp_video.cli.common import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +48,20 @@ def run_training(module_path: str, data_path: str, args: list[str]) -> int:
     # optimizer step; that is what resuming needs, so the warning is noise here.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
-    cli = LarpCLI(
-        _load(module_path),
-        _load(data_path),
-        args=args,
-        run=False,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "larp train", "allow_abbrev": False},
-    )
+    try:
+        cli = LarpCLI(
+            _load(module_path),
+            _load(data_path),
+            args=args,
+            run=False,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "larp train", "allow_abbrev": False},
+        )
+    except (ValueError, MisconfigurationException) as error:
+        # These errors come from the constructors' checks of config values (e.g. strategy=fsdp
+        # without a GPU). `larp -v` logs the traceback, for the case that one is a bug instead.
+        logger.debug("building the training run failed", exc_info=True)
+        raise UsageError(f"invalid training configuration: {error}") from error
     if cli.config.get("num_threads"):
         torch.set_num_threads(cli.config["num_threads"])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
