@@ -90,3 +90,11 @@ def check_output_dir(path: str, source: str | None = None) -> Path:
     if source is not None and output.is_dir() and Path(source).is_dir() and output.resolve() == Path(source).resolve():
         raise UsageError(f"-o {output} is the source directory; write the converted model to another directory")
     return output
+
+
+def check_input_video(path: str) -> None:
+    """Raise ``VideoReadError`` unless ``path`` opens as a video with a video stream."""
+    from larp_video.data.video_decoding import open_video
+
+    with open_video(path):
+        pass

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from larp_video.cli.common import add_fit_argument, add_model_arguments, check_output_file, load_model_from_args
+from larp_video.cli.common import (
+    add_fit_argument,
+    add_model_arguments,
+    check_input_video,
+    check_output_file,
+    load_model_from_args,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -33,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from larp_video.reconstruct import reconstruct_video
 
     check_output_file(args.output, MP4_SUFFIXES)
+    check_input_video(args.video)  # before the model loads, so a bad path fails at once
     model, name = load_model_from_args(args)
     result = reconstruct_video(
         args.video,

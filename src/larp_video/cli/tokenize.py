@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from larp_video.cli.common import add_fit_argument, add_model_arguments, check_output_file, load_model_from_args
+from larp_video.cli.common import (
+    add_fit_argument,
+    add_model_arguments,
+    check_input_video,
+    check_output_file,
+    load_model_from_args,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from larp_video.video_tokens import tokenize_video
 
     check_output_file(args.output, (".safetensors",), hint="to write a decoded video, use `larp reconstruct`")
+    check_input_video(args.video)  # before the model loads, so a bad path fails at once
     model, name = load_model_from_args(args)
     tokens = tokenize_video(
         args.video,
