@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from larp_video.models.tokenizer import LARPTokenizer, TokenizerConfig
-from larp_video.video_tokens import TokenFileError, TokenizedVideo, decode_video, tokenize_video
+from larp_video.video_tokens import TokenFileError, TokenizedVideo, codebook_fingerprint, decode_video, tokenize_video
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,7 @@ def test_token_file_round_trip(tmp_path, model):
     assert loaded.fps == 12.5
     assert loaded.geometry == tokens.geometry
     assert loaded.model == "tiny"
+    assert loaded.codebook == codebook_fingerprint(model)
 
 
 def test_token_file_rejects_other_model(model):
@@ -65,6 +66,28 @@ def test_token_file_rejects_other_model(model):
     other = LARPTokenizer(TokenizerConfig.preset("tiny", prior=None, num_tokens=8))
     with pytest.raises(TokenFileError, match="8 tokens per window|16 tokens per window"):
         list(decode_video(tokens, other))
+
+
+def test_other_codebook_logs_warning(model, caplog):
+    tokens = tokenize_video(frames(8), model, fps=10)
+    torch.manual_seed(1)
+    other = LARPTokenizer(TokenizerConfig.preset("tiny", prior=None)).eval()
+    with caplog.at_level("WARNING", logger="larp_video.video_tokens"):
+        list(decode_video(tokens, other))
+    assert "another codebook" in caplog.text
+
+
+def test_same_codebook_logs_no_warning(model, caplog):
+    tokens = tokenize_video(frames(8), model, fps=10)
+    with caplog.at_level("WARNING", logger="larp_video.video_tokens"):
+        list(decode_video(tokens, model))
+    assert "another codebook" not in caplog.text
+
+
+def test_codebook_fingerprint_ignores_bf16_weights(model):
+    bf16_model = LARPTokenizer(model.config)
+    bf16_model.load_state_dict(model.state_dict())
+    assert codebook_fingerprint(bf16_model.to(torch.bfloat16)) == codebook_fingerprint(model)
 
 
 def test_token_file_rejects_random_file(tmp_path):

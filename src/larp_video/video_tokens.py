@@ -10,7 +10,9 @@ stream through memory, so memory use does not grow with the video's length.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -25,6 +27,8 @@ from tqdm.auto import tqdm
 from larp_video.data.transforms import FrameGeometry, fit_to_model, frames_to_tensor, model_to_source, pad_frames
 from larp_video.models.tokenizer import LARPTokenizer
 from larp_video.runtime import autocast
+
+logger = logging.getLogger(__name__)
 
 TOKEN_FILE_FORMAT = "larp-video-tokens"
 TOKEN_FILE_VERSION = 1
@@ -46,6 +50,7 @@ class TokenizedVideo:
     codebook_size: int
     model: str = ""  # path or id of the tokenizer that made the tokens
     source: str = ""  # file name of the original video
+    codebook: str = ""  # codebook fingerprint of that tokenizer, empty in older files
 
     @property
     def num_windows(self) -> int:
@@ -85,6 +90,7 @@ class TokenizedVideo:
             "geometry": json.dumps(self.geometry.to_dict()),
             "model": self.model,
             "source": self.source,
+            "codebook": self.codebook,
         }
         temporary = path.with_name(f".{path.name}.tmp")
         save_file({"indices": self.indices.to(torch.int64).contiguous()}, str(temporary), metadata=metadata)
@@ -125,6 +131,7 @@ class TokenizedVideo:
             codebook_size=int(metadata["codebook_size"]),
             model=metadata.get("model", ""),
             source=metadata.get("source", ""),
+            codebook=metadata.get("codebook", ""),
         )
 
 
@@ -212,7 +219,18 @@ def tokenize_video(
         codebook_size=config.codebook_size,
         model=model_name,
         source=source,
+        codebook=codebook_fingerprint(model),
     )
+
+
+def codebook_fingerprint(model: LARPTokenizer) -> str:
+    """Return 16 hex digits of the SHA-256 of the codebook rounded to bfloat16.
+
+    The rounding makes the fingerprint the same whether the model runs with float32 or bfloat16
+    weights, so tokens made in one precision match the model in the other.
+    """
+    codebook = model.quantizer.codebook.weight.detach().to("cpu", torch.bfloat16).contiguous()
+    return hashlib.sha256(codebook.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
 
 
 def check_tokens_fit_model(tokens: TokenizedVideo, model: LARPTokenizer) -> None:
@@ -231,6 +249,13 @@ def check_tokens_fit_model(tokens: TokenizedVideo, model: LARPTokenizer) -> None
         made_by = f" (made by {tokens.model})" if tokens.model else ""
         raise TokenFileError(
             f"these tokens{made_by} do not fit this model: {'; '.join(mismatches)}; decode with the tokenizer that made them"
+        )
+    if tokens.codebook and tokens.codebook != codebook_fingerprint(model):
+        made_by = f" ({tokens.model})" if tokens.model else ""
+        logger.warning(
+            "these tokens were made by a tokenizer%s with another codebook than this model's, so the decoded "
+            "video will not match the original; decode with the tokenizer that made them",
+            made_by,
         )
 
 
