@@ -5,11 +5,12 @@ Usage (from the repository root, after `make clips`):
         [--steps 10] [--markdown docs/benchmarks.md]
 
 Three measurements:
-1. Training step time on a synthetic batch (random clips of the config's shape and batch size),
-   in fp32 and bf16 autocast, with the reconstruction losses only (L1 + VQ + prior) and with the
-   full recipe (+ LPIPS + GAN, discriminator every ``discriminator_every`` steps). The mean over
-   ``--steps`` steps after 2 warm-up steps; a multiple of the discriminator interval is used, so
-   the discriminator's share is counted once per interval.
+1. Training step time on a synthetic batch of random clips with the config's shape and batch
+   size. It is measured in fp32 and bf16 autocast, once with the reconstruction losses only
+   (L1 + VQ + prior) and once with the full recipe (+ LPIPS + GAN, discriminator every
+   ``discriminator_every`` steps). The time is the mean over ``--steps`` steps after 2 warm-up
+   steps. The step count is rounded down to a multiple of the discriminator interval, so the
+   discriminator's share is counted once per interval.
 2. Clips per second of the config's data loader alone (its workers, its real videos), after the
    workers have probed every video once, against the clips per second a bf16 full-recipe step
    consumes (batch size / step time).
@@ -77,7 +78,7 @@ class StepTimer(L.Callback):
 
 def model_options(config: dict, full_recipe: bool) -> dict:
     options = dict(config["model"])
-    options.update(preview_every_n_steps=0, discriminator_start_step=None, gan_start_step=0)
+    options.update(preview_every_n_steps=0, discriminator_start_step=None, gan_start_step=0, lpips_start_step=0)
     if not full_recipe:
         options.update(lpips_weight=0.0, gan_weight=0.0)
     return options

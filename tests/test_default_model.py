@@ -1,4 +1,4 @@
-"""The tokenizer shipped with the package still measures what its model card says."""
+"""The tokenizer shipped with the package still reaches the numbers in its model card."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``larp convert SRC -o DST``: rewrite a tokenizer in our ``from_pretrained`` layout.
 
 SRC is a released LARP checkpoint, a Hub id, one of our model directories, or a ``.ckpt`` of
-``larp train tokenizer``; from a ``.ckpt`` it exports the EMA weights unless ``--no-ema``.
+``larp train tokenizer``. From a ``.ckpt`` it exports the EMA weights unless ``--no-ema``.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class VideoClipDataset(Dataset):
 
     Training mode (``random_clips``) picks a uniformly random start at the native frame rate
     and flips horizontally with probability 0.5 when ``flip``; otherwise the clip starts at a
-    position drawn from ``seed`` and the video index, so evaluation sees the same clips every
+    position drawn from ``seed`` and the video index, so evaluation gets the same clips every
     run. Clips shorter than ``num_frames`` are padded by repeating the last frame. Frames are
     resized so the short side equals ``image_size`` (antialiased) and centre-cropped.
     ``repeats`` lists every video that many times per epoch.

@@ -10,7 +10,7 @@ import torch
 def codebook_statistics(code_counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (usage, perplexity) of (K,) code counts.
 
-    Usage is the fraction of the K codes chosen at least once; perplexity is exp of the entropy
+    Usage is the fraction of the K codes chosen at least once. Perplexity is exp of the entropy
     of the empirical code distribution, between 1 (one code) and K (all codes equally often).
     Under DDP, pass the counts summed over ranks so both describe the global batch.
     """
