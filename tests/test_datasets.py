@@ -94,6 +94,17 @@ def test_fixed_clips_repeat_across_calls(videos):
     torch.testing.assert_close(dataset[0]["video"], dataset[0]["video"])
 
 
+def test_val_repeats_give_fixed_clips_from_different_starts(videos):
+    data = VideoDataModule(train=[str(videos[0])], val=[str(videos[0])], num_frames=8, image_size=32,
+                           num_workers=0, val_repeats=4)
+    data.setup("fit")
+    assert len(data.val_dataset) == 4
+
+    clips = [data.val_dataset[item]["video"] for item in range(4)]
+    assert len({clip.sum().item() for clip in clips}) > 1
+    torch.testing.assert_close(clips[2], data.val_dataset[2]["video"])
+
+
 def test_uint8_resize_matches_float_path():
     frames = np.random.default_rng(0).integers(0, 256, (4, 72, 96, 3), dtype=np.uint8)
     geometry = FrameGeometry.compute(72, 96, 32, "crop")

@@ -36,6 +36,8 @@ class VideoDataModule(L.LightningDataModule):
         num_workers: data loader worker processes per training process.
         flip: random horizontal flips in training.
         repeats: random clips drawn from each training video per epoch.
+        val_repeats: fixed validation clips per validation video, each from its own start. With
+            few validation videos, more clips make the validation metrics less noisy.
         seed: seed of the fixed validation clips (and of the training clips when ``deterministic``).
         deterministic: training clips are fixed like validation clips (start drawn from ``seed``
             and the video index, no flips, no shuffling), for reproducibility checks.
@@ -56,6 +58,7 @@ class VideoDataModule(L.LightningDataModule):
         num_workers: int = 2,
         flip: bool = True,
         repeats: int = 1,
+        val_repeats: int = 1,
         seed: int = 0,
         deterministic: bool = False,
         max_skips: int = 50,
@@ -73,7 +76,7 @@ class VideoDataModule(L.LightningDataModule):
             self.train_dataset = self._dataset(h.train, random_clips=not h.deterministic, repeats=h.repeats)
             logger.info("training on %d videos", len(self.train_dataset.videos))
         if h.val is not None and self.val_dataset is None:
-            self.val_dataset = self._dataset(h.val, random_clips=False, repeats=1)
+            self.val_dataset = self._dataset(h.val, random_clips=False, repeats=h.val_repeats)
 
     def _dataset(self, source, *, random_clips: bool, repeats: int) -> VideoClipDataset:
         h = self.hparams

@@ -43,8 +43,8 @@ class VideoClipDataset(Dataset):
 
     Training mode (``random_clips``) picks a uniformly random start at the native frame rate
     and flips horizontally with probability 0.5 when ``flip``; otherwise the clip starts at a
-    position drawn from ``seed`` and the video index, so evaluation gets the same clips every
-    run. Clips shorter than ``num_frames`` are padded by repeating the last frame. Frames are
+    position drawn from ``seed`` and the item number, so evaluation gets the same clips every
+    run and the repeats of one video start at different places. Clips shorter than ``num_frames`` are padded by repeating the last frame. Frames are
     resized so the short side equals ``image_size`` (antialiased) and centre-cropped.
     ``repeats`` lists every video that many times per epoch.
 
@@ -134,7 +134,7 @@ class VideoClipDataset(Dataset):
         item, item_seed = key if isinstance(key, tuple) else (key, None)
         index = item % len(self.videos)
         if not self.random_clips:
-            rng = random.Random(self.seed * 1_000_003 + index)
+            rng = random.Random(self.seed * 1_000_003 + item)
         elif item_seed is not None:
             rng = random.Random(item_seed)
         else:
