@@ -1,4 +1,4 @@
-"""Two DDP processes on the CPU (gloo) train like one process with the same global batch.
+"""Two DDP or FSDP processes on the CPU (gloo) train like one process with the same global batch.
 
 To make the runs comparable step by step, everything random is switched off: fixed clips in a
 fixed order (data.deterministic), argmax codes (model.sample_codes=false), no prior dropout
@@ -7,6 +7,8 @@ every frame. Both runs use fp32. Rank r of the DDP run gets items r, r + 2, ... 
 order, so each global batch contains the clips of the one-process batch, and DDP's gradient mean
 equals the gradient of the mean loss. What differs is only the order of floating-point sums,
 so the losses agree to a relative 1e-4 (on the 2-core development CPU they agreed to 1e-6).
+
+FSDP runs through Lightning's ``ModelParallelStrategy`` (FSDP2), the FSDP that works on CPUs.
 """
 
 from __future__ import annotations
@@ -58,10 +60,7 @@ def test_ddp_matches_single_process(tmp_path, video_folder):
     ddp_config, ddp_run = run_config(
         tmp_path, video_folder, "ddp", 2, {"devices": 2, "strategy": "ddp_find_unused_parameters_true"}
     )
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "larp_video.cli.main", "train", "tokenizer", "--config", str(ddp_config)]
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_in_subprocess(ddp_config)
 
     single_rows, ddp_rows = read_metrics(single_run), read_metrics(ddp_run)
     for name in ("train/loss", "train/l1", "train/lpips", "train/prior_loss", "train/disc_loss", "train/codebook_perplexity"):
@@ -73,6 +72,66 @@ def test_ddp_matches_single_process(tmp_path, video_folder):
     checkpoint = torch.load(ddp_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert len(checkpoint["rng_states"]) == 2
     assert not torch.equal(checkpoint["rng_states"][0]["sampling"], checkpoint["rng_states"][1]["sampling"])
+
+
+FSDP_STRATEGY = {
+    "class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+    "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 1, "save_distributed_checkpoint": False},
+}
+
+
+def run_in_subprocess(config, *extra):
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "larp_video.cli.main", "train", "tokenizer", "--config", str(config), *extra]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_fsdp_matches_single_process_and_resumes(tmp_path, video_folder):
+    no_ema = {**DETERMINISTIC_MODEL, "ema_decay": None}
+    single_config, single_run = write_config(
+        tmp_path, video_folder, max_steps=4, name="single", model=no_ema,
+        data={"val": None, "batch_size": 4, "deterministic": True}, trainer={"precision": "32-true", "devices": 1},
+    )
+    assert main(["train", "tokenizer", "--config", str(single_config)]) == 0
+
+    fsdp_config, fsdp_run = write_config(
+        tmp_path, video_folder, max_steps=4, name="fsdp", model=no_ema,
+        data={"val": None, "batch_size": 2, "deterministic": True},
+        trainer={"precision": "32-true", "devices": 2, "strategy": FSDP_STRATEGY},
+    )
+    result = run_in_subprocess(fsdp_config)
+    assert "sharded the tokenizer and discriminator over 2 processes" in result.stderr
+
+    single_rows, fsdp_rows = read_metrics(single_run), read_metrics(fsdp_run)
+    for name in ("train/loss", "train/l1", "train/lpips", "train/prior_loss", "train/disc_loss"):
+        for (step, want), (_, got) in zip(column(single_rows, name), column(fsdp_rows, name), strict=True):
+            assert got == pytest.approx(want, rel=1e-4), f"{name} at step {step}"
+
+    # The checkpoint holds whole weights, gathered from the shards, equal to the single run's.
+    single = torch.load(single_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    sharded = torch.load(fsdp_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert sharded["state_dict"].keys() == single["state_dict"].keys()
+    for key, value in single["state_dict"].items():
+        torch.testing.assert_close(sharded["state_dict"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+    run_in_subprocess(fsdp_config, "--resume", "last", "--trainer.max_steps", "6")
+    resumed = torch.load(fsdp_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["tokenizer_step"] == 6
+    assert all(torch.isfinite(value).all() for value in resumed["state_dict"].values() if value.is_floating_point())
+
+
+def test_fsdp_rejects_ema(tmp_path, video_folder):
+    config, _ = write_config(
+        tmp_path, video_folder, max_steps=1, data={"val": None},
+        trainer={"precision": "32-true", "devices": 2, "strategy": FSDP_STRATEGY},
+    )
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "larp_video.cli.main", "train", "tokenizer", "--config", str(config)]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "model.ema_decay=null" in result.stderr
 
 
 def test_ranks_get_different_seeds():

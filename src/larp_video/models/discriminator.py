@@ -154,7 +154,8 @@ class VideoDiscriminator(nn.Module):
         x = self.blocks[-1](x, keep=slice(0, 1))  # only the class token leaves the last block
 
         x = self.norm(x[:, 0])  # (B, D)
-        return self.head(x).squeeze(-1)  # (B,)
+        # A copy, not a view: FSDP2 attaches its backward hook to the output and warns on views.
+        return self.head(x).squeeze(-1).clone()  # (B,)
 
     def _check_input(self, video: torch.Tensor) -> None:
         config = self.config

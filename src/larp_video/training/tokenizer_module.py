@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch.nn.parallel import DistributedDataParallel
 
 from larp_video.models.discriminator import DiscriminatorConfig
@@ -35,6 +35,7 @@ from larp_video.training.ema import ExponentialMovingAverage
 from larp_video.training.gan_losses import adaptive_gan_weight
 from larp_video.training.rng import seed_rank
 from larp_video.training.schedules import warmup_cosine
+from larp_video.training.sharding import TOKENIZER_METHODS, data_parallel_mesh, is_sharded, shard_blocks_and_root
 from larp_video.training.tokenizer_metrics import check_finite, clip_psnr, codebook_statistics, reduce_over_ranks
 from larp_video.training.tokenizer_optimizers import build_optimizers, learning_rate_logs, set_learning_rates
 from larp_video.training.training_state import CheckpointedTrainingState
@@ -204,9 +205,34 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         strategy = self.trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = AtomicCheckpointIO()
-        if isinstance(strategy, FSDPStrategy) and self.ema is not None:
+        if isinstance(strategy, FSDPStrategy):
+            raise ValueError(
+                "the tokenizer shards with FSDP2, not with FSDPStrategy; set trainer.strategy to "
+                "lightning.pytorch.strategies.ModelParallelStrategy with tensor_parallel_size=1 (see REPRODUCE.md)"
+            )
+        sharded = isinstance(strategy, ModelParallelStrategy)
+        if sharded and self.ema is not None:
             # NOTE: the EMA copies whole weights, which FSDP shards; it needs DDP or one device.
             raise ValueError("model.ema_decay needs the full weights on every rank; with FSDP set model.ema_decay=null")
+        if sharded and self.hparams.adaptive_gan_weight:
+            raise ValueError(
+                "model.adaptive_gan_weight takes gradients with respect to the whole output layer, which FSDP "
+                "shards; with FSDP set model.adaptive_gan_weight=false"
+            )
+
+    def configure_model(self) -> None:
+        """Shard the tokenizer (with its prior) and the discriminator with FSDP2.
+
+        Only ``ModelParallelStrategy`` provides a device mesh; under the other strategies this
+        does nothing. See ``larp_video.training.sharding``.
+        """
+        if self.device_mesh is None or is_sharded(self.tokenizer):
+            return
+        mesh = data_parallel_mesh(self.device_mesh)
+        units = shard_blocks_and_root(self.tokenizer, mesh, methods=TOKENIZER_METHODS)
+        if self.adversarial is not None:
+            units += shard_blocks_and_root(self.adversarial.discriminator, mesh)
+        logger.info("sharded the tokenizer and discriminator over %d processes in %d FSDP units", mesh.size(), units)
 
     def on_fit_start(self) -> None:
         ddp_model = self.trainer.strategy.model
@@ -389,7 +415,7 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
 
         Under FSDP the recorded norm is that of this rank's shard.
         """
-        gradients = [p.grad.detach() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        gradients = [_local(p.grad.detach()) for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if gradients:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in gradients]))
             name = "disc_grad_norm" if optimizer.param_groups[0]["name"] == "discriminator" else "grad_norm"
@@ -447,3 +473,8 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
 
 def _no_closure() -> None:
     return None
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of an FSDP2 gradient (a DTensor); any other tensor unchanged."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor

@@ -1,0 +1,61 @@
+"""FSDP2 sharding of the tokenizer and discriminator for Lightning's ``ModelParallelStrategy``.
+
+Lightning's ``FSDPStrategy`` wraps models in the first FSDP API, which runs only on GPUs.
+``ModelParallelStrategy`` instead hands the LightningModule a device mesh in
+``configure_model``, and the module shards itself with ``fully_shard`` (FSDP2). FSDP2 also runs
+on CPU processes (gloo), which is how the tests check it.
+
+Each transformer block becomes its own shard unit, so one block's full weights exist at a time
+in forward and backward. The remaining weights of each model (patch embedding, queries,
+codebook, output head, prior embeddings) form its root unit.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+# Methods other than forward that training and validation call on the sharded tokenizer. FSDP2
+# gathers the root unit's weights only around registered methods.
+TOKENIZER_METHODS = ("encode", "decode_codes")
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """Return True when ``fully_shard`` has been applied to ``module``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+def shard_blocks_and_root(model: nn.Module, mesh, *, methods: tuple[str, ...] = ()) -> int:
+    """Apply ``fully_shard`` to every transformer block of ``model`` and then to ``model``.
+
+    A block is any child list named ``blocks``. ``methods`` are the model's methods besides
+    ``forward`` that run with its root weights gathered. Returns the number of shard units.
+    """
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    units = 0
+    for name, child in model.named_modules():
+        if name.endswith("blocks") and isinstance(child, nn.ModuleList):
+            for block in child:
+                fully_shard(block, mesh=mesh)
+                units += 1
+    fully_shard(model, mesh=mesh)
+    for method in methods:
+        register_fsdp_forward_method(model, method)
+    return units + 1
+
+
+def data_parallel_mesh(device_mesh):
+    """Return the data-parallel dimension of ``ModelParallelStrategy``'s mesh.
+
+    Raises ``ValueError`` when the mesh also has tensor parallelism, which these models do not
+    implement.
+    """
+    tensor_parallel = device_mesh["tensor_parallel"].size()
+    if tensor_parallel != 1:
+        raise ValueError(
+            f"tensor_parallel_size={tensor_parallel} is not supported: the tokenizer shards with FSDP only; "
+            "set trainer.strategy.init_args.tensor_parallel_size=1 and data_parallel_size to the number of processes"
+        )
+    return device_mesh["data_parallel"]
