@@ -70,8 +70,51 @@ def sincos_3d(dim: int, grid_size: int, num_frames: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+# Query block of ``blocked_attention``. On a 2-core AMD EPYC (Zen 4) in bf16, 12 heads x 2048
+# tokens x 64 took 57 ms per call with it and 86 ms with the fused CPU kernel. Blocks of 128 and
+# of 2048 queries took 74 and 77 ms.
+ATTENTION_QUERY_BLOCK = 512
+
+# Shortest key sequence for which inference in bf16 on a CPU uses ``blocked_attention``.
+BLOCKED_ATTENTION_MIN_LENGTH = 1024
+
+
+def blocked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int = ATTENTION_QUERY_BLOCK
+) -> torch.Tensor:
+    """Return softmax(q k^T / sqrt(Dh)) v, one head and ``block`` queries at a time.
+
+    q: (B, H, Lq, Dh), k and v: (B, H, L, Dh). Equal to non-causal ``scaled_dot_product_attention``
+    up to rounding. Each block's (block, L) score matrix is small (2 MB for 512 x 2048 in
+    bf16). On the CPU named at ``ATTENTION_QUERY_BLOCK`` this ran faster than the fused kernel
+    for long sequences.
+    """
+    out = torch.empty_like(q)
+    keys = (k * q.shape[-1] ** -0.5).transpose(-1, -2)  # (B, H, Dh, L), scale folded in
+    for b in range(q.shape[0]):
+        for h in range(q.shape[1]):
+            for start in range(0, q.shape[2], block):
+                scores = q[b, h, start : start + block] @ keys[b, h]  # (block, L)
+                out[b, h, start : start + block] = torch.softmax(scores, dim=-1) @ v[b, h]
+    return out
+
+
+def _use_blocked_attention(q: torch.Tensor, k: torch.Tensor) -> bool:
+    return (
+        q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and k.shape[2] >= BLOCKED_ATTENTION_MIN_LENGTH
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+    )
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention through ``scaled_dot_product_attention``."""
+    """Multi-head self-attention through ``scaled_dot_product_attention``.
+
+    Inference in bf16 on a CPU over at least ``BLOCKED_ATTENTION_MIN_LENGTH`` tokens runs
+    ``blocked_attention`` instead, which computes the same values faster there.
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, causal: bool = False):
         super().__init__()
@@ -96,7 +139,11 @@ class Attention(nn.Module):
             q = q.reshape(batch, -1, heads, head_dim).transpose(1, 2)  # (B, H, Lq, Dh)
             kv = F.linear(x, weight[dim:], None if bias is None else bias[dim:])
             k, v = kv.reshape(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and query_positions is None)
+        causal = self.causal and query_positions is None
+        if not causal and _use_blocked_attention(q, k):
+            out = blocked_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         out = out.transpose(1, 2).reshape(batch, q.shape[2], dim)  # (B, Lq, D)
         return self.proj(out)
 
