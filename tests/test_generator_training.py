@@ -230,3 +230,31 @@ def test_train_generator_under_ddp(tmp_path, tokens, tokenizer):
     assert all(math.isfinite(loss) for loss in losses)
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list(run.glob("samples/step-*"))) == 2
+
+
+def test_train_generator_under_fsdp(tmp_path, tokens, tokenizer):
+    """Two gloo processes shard the generator with FSDP2, skip sampling and save whole weights."""
+    config, run = write_config(tmp_path, tokens, tokenizer)
+    settings = yaml.safe_load(config.read_text())
+    strategy = {
+        "class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+        "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 1, "save_distributed_checkpoint": False},
+    }
+    settings["trainer"].update({"devices": 2, "strategy": strategy, "precision": "32-true"})
+    config.write_text(yaml.safe_dump(settings))
+
+    source = Path(__file__).resolve().parents[1] / "src"
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "larp_video.cli.main", "train", "generator", "--config", str(config)]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sharded the generator over 2 processes" in result.stderr
+    assert "cannot sample in one process" in result.stderr
+
+    losses = [float(row["train/loss"]) for row in read_metrics(run) if row.get("train/loss")]
+    assert len(losses) == 4
+    assert all(math.isfinite(loss) for loss in losses)
+    assert not list(run.glob("samples/step-*"))
+
+    loaded = load_generator(run / "checkpoints" / "last.ckpt")
+    assert loaded.model.generate(torch.tensor([0, 2]), cfg_scale=1.25).shape == (2, 16)

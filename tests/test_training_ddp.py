@@ -109,7 +109,7 @@ def test_fsdp_matches_single_process_and_resumes(tmp_path, video_folder):
         for (step, want), (_, got) in zip(column(single_rows, name), column(fsdp_rows, name), strict=True):
             assert got == pytest.approx(want, rel=1e-4), f"{name} at step {step}"
 
-    # The checkpoint holds whole weights, gathered from the shards, equal to the single run's.
+    # The checkpoint contains whole weights, gathered from the shards, equal to the single run's.
     single = torch.load(single_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     sharded = torch.load(fsdp_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert sharded["state_dict"].keys() == single["state_dict"].keys()

@@ -14,6 +14,7 @@ from larp_video.config import ConfigError
 from larp_video.data.transforms import tensor_to_frames
 from larp_video.generation.grids import save_sample_grids
 from larp_video.runtime import PRECISIONS, autocast
+from larp_video.training.sharding import is_sharded
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ class GeneratorSampleCallback(L.Callback):
     ``save_videos``, one mp4 per video. The PNG grid is logged to TensorBoard loggers.
 
     Only the global-zero process samples, with the generator's own weights, so this works
-    under DDP. NOTE: under FSDP the generator's weights are sharded across processes and this
-    callback cannot sample; set ``every_n_steps`` to 0 there and sample from checkpoints.
+    under DDP. Under FSDP the weights are sharded across processes: the callback then logs a
+    warning once and does not sample, and ``larp sample`` samples from the checkpoints.
 
     Args:
         tokenizer: model directory, Hub id or tokenizer ``.ckpt``; None for the bundled default.
@@ -81,6 +82,7 @@ class GeneratorSampleCallback(L.Callback):
         self.save_videos = save_videos
         self._tokenizer = None
         self._last_step = -1
+        self._warned_sharded = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
         """Load the tokenizer before the first step, so a wrong path or codebook fails at once."""
@@ -116,6 +118,14 @@ class GeneratorSampleCallback(L.Callback):
         """Sample one round now; returns the round's folder on the global-zero process."""
         self._last_step = trainer.global_step
         if not trainer.is_global_zero:
+            return None
+        if is_sharded(pl_module.generator):
+            if not self._warned_sharded:
+                logger.warning(
+                    "the generator is sharded with FSDP, so the sample callback cannot sample in one process; "
+                    "sample from the checkpoints with `larp sample` instead"
+                )
+                self._warned_sharded = True
             return None
         generator = pl_module.generator
         tokenizer = self.tokenizer(pl_module.device)

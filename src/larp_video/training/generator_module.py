@@ -1,8 +1,9 @@
 """LightningModule that trains the autoregressive generator on pre-extracted tokens.
 
 The loss is the generator's cross-entropy over all N tokens of a clip; label dropout for
-classifier-free guidance happens inside the model in training mode. Mixed precision, DDP and
-FSDP come from the Trainer (``trainer.precision``, ``trainer.strategy``). Checkpoints carry the
+classifier-free guidance happens inside the model in training mode. Mixed precision and DDP
+come from the Trainer (``trainer.precision``, ``trainer.strategy``); FSDP comes from
+``ModelParallelStrategy``, under which ``configure_model`` shards the generator. Checkpoints carry the
 generator config (``generator_config``) and, when the data module provides them, the token
 settings and class names, so ``larp sample --generator run/checkpoints/last.ckpt`` can load them.
 """
@@ -14,10 +15,12 @@ import math
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 
 from larp_video.config import ConfigError
 from larp_video.models.generator import GeneratorConfig, LARPGenerator
 from larp_video.training.schedules import warmup_cosine, warmup_steps_from_epochs
+from larp_video.training.sharding import data_parallel_mesh, is_sharded, shard_blocks_and_root
 from larp_video.training.tokenizer_module import check_finite
 
 logger = logging.getLogger(__name__)
@@ -63,12 +66,29 @@ class GeneratorTrainingModule(L.LightningModule):
     # ----------------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            raise ValueError(
+                "the generator shards with FSDP2, not with FSDPStrategy; set trainer.strategy to "
+                "lightning.pytorch.strategies.ModelParallelStrategy with tensor_parallel_size=1 (see REPRODUCE.md)"
+            )
         dataset = getattr(self.trainer.datamodule, "train_dataset", None)
         if dataset is None:
             return
         check_tokens_fit(self.generator_config, dataset)
         self.token_settings = dict(dataset.settings)
         self.class_names = dict(dataset.class_names)
+
+    def configure_model(self) -> None:
+        """Shard the generator with FSDP2 (one unit per block, then the root).
+
+        Only ``ModelParallelStrategy`` provides a device mesh; under the other strategies this
+        does nothing. See ``larp_video.training.sharding``.
+        """
+        if self.device_mesh is None or is_sharded(self.generator):
+            return
+        mesh = data_parallel_mesh(self.device_mesh)
+        units = shard_blocks_and_root(self.generator, mesh)
+        logger.info("sharded the generator over %d processes in %d FSDP units", mesh.size(), units)
 
     @property
     def total_steps(self) -> int:

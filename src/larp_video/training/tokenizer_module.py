@@ -476,5 +476,5 @@ def _no_closure() -> None:
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of an FSDP2 gradient (a DTensor); any other tensor unchanged."""
+    """Return this rank's shard of an FSDP2 gradient (a DTensor), or any other tensor unchanged."""
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
