@@ -181,3 +181,9 @@ def test_epoch_sampler_repeats_epoch():
 def test_item_seed_fixes_clip(videos):
     dataset = VideoClipDataset(videos[:1], num_frames=8, image_size=32)
     torch.testing.assert_close(dataset[(0, 123)]["video"], dataset[(0, 123)]["video"])
+
+
+@pytest.mark.parametrize("name", ["repeats", "val_repeats"])
+def test_datamodule_rejects_zero_repeats(videos, name):
+    with pytest.raises(ValueError, match=f"data.{name} must be at least 1, got 0"):
+        VideoDataModule(train=[str(videos[0])], **{name: 0})

@@ -66,6 +66,9 @@ class VideoDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
     ):
         super().__init__()
+        for name, value in (("repeats", repeats), ("val_repeats", val_repeats)):
+            if value < 1:
+                raise ValueError(f"data.{name} must be at least 1, got {value}")
         self.save_hyperparameters()
         self.train_dataset: VideoClipDataset | None = None
         self.val_dataset: VideoClipDataset | None = None
