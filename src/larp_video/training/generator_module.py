@@ -67,7 +67,7 @@ class GeneratorTrainingModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if isinstance(self.trainer.strategy, FSDPStrategy):
-            raise ValueError(
+            raise ConfigError(
                 "the generator shards with FSDP2, not with FSDPStrategy; set trainer.strategy to "
                 "lightning.pytorch.strategies.ModelParallelStrategy with tensor_parallel_size=1 (see REPRODUCE.md)"
             )

@@ -1,18 +1,20 @@
-"""FSDP2 sharding of the tokenizer and discriminator for Lightning's ``ModelParallelStrategy``.
+"""FSDP2 sharding of the tokenizer, discriminator and generator for Lightning's ``ModelParallelStrategy``.
 
 Lightning's ``FSDPStrategy`` wraps models in the first FSDP API, which runs only on GPUs.
 ``ModelParallelStrategy`` instead hands the LightningModule a device mesh in
 ``configure_model``, and the module shards itself with ``fully_shard`` (FSDP2). FSDP2 also runs
 on CPU processes (gloo), which is how the tests check it.
 
-Each transformer block becomes its own shard unit, so one block's full weights exist at a time
-in forward and backward. The remaining weights of each model (patch embedding, queries,
-codebook, output head, prior embeddings) form its root unit.
+Each transformer block becomes its own shard unit, so whole weights exist for only a few blocks
+at a time in forward and backward. The remaining weights of each model (patch embedding, queries,
+codebook, output head, token embeddings) form its root unit.
 """
 
 from __future__ import annotations
 
 from torch import nn
+
+from larp_video.config import ConfigError
 
 # Methods other than forward that training and validation call on the sharded tokenizer. FSDP2
 # gathers the root unit's weights only around registered methods.
@@ -49,13 +51,13 @@ def shard_blocks_and_root(model: nn.Module, mesh, *, methods: tuple[str, ...] = 
 def data_parallel_mesh(device_mesh):
     """Return the data-parallel dimension of ``ModelParallelStrategy``'s mesh.
 
-    Raises ``ValueError`` when the mesh also has tensor parallelism, which these models do not
+    Raises ``ConfigError`` when the mesh also has tensor parallelism, which these models do not
     implement.
     """
     tensor_parallel = device_mesh["tensor_parallel"].size()
     if tensor_parallel != 1:
-        raise ValueError(
-            f"tensor_parallel_size={tensor_parallel} is not supported: the tokenizer shards with FSDP only; "
+        raise ConfigError(
+            f"tensor_parallel_size={tensor_parallel} is not supported: LARP models shard with FSDP only; "
             "set trainer.strategy.init_args.tensor_parallel_size=1 and data_parallel_size to the number of processes"
         )
     return device_mesh["data_parallel"]

@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch.nn.parallel import DistributedDataParallel
 
+from larp_video.config import ConfigError
 from larp_video.models.discriminator import DiscriminatorConfig
 from larp_video.models.tokenizer import LARPTokenizer, TokenizerConfig
 from larp_video.training.adversarial import AdversarialLoss
@@ -206,16 +207,16 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = AtomicCheckpointIO()
         if isinstance(strategy, FSDPStrategy):
-            raise ValueError(
+            raise ConfigError(
                 "the tokenizer shards with FSDP2, not with FSDPStrategy; set trainer.strategy to "
                 "lightning.pytorch.strategies.ModelParallelStrategy with tensor_parallel_size=1 (see REPRODUCE.md)"
             )
         sharded = isinstance(strategy, ModelParallelStrategy)
         if sharded and self.ema is not None:
             # NOTE: the EMA copies whole weights, which FSDP shards; it needs DDP or one device.
-            raise ValueError("model.ema_decay needs the full weights on every rank; with FSDP set model.ema_decay=null")
+            raise ConfigError("model.ema_decay needs the full weights on every rank; with FSDP set model.ema_decay=null")
         if sharded and self.hparams.adaptive_gan_weight:
-            raise ValueError(
+            raise ConfigError(
                 "model.adaptive_gan_weight takes gradients with respect to the whole output layer, which FSDP "
                 "shards; with FSDP set model.adaptive_gan_weight=false"
             )
