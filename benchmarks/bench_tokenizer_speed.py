@@ -7,8 +7,9 @@ not depend on the weights. Modes:
 * bf16-autocast: float32 weights under torch.autocast(bfloat16), as the reference does.
 * bf16: weights cast to bfloat16 once (``precision="bf16"`` of ``prepare_for_inference``);
   the quantizer still runs in float32.
-* bf16-compile: the bf16 mode with encode and decode compiled by ``torch.compile`` (inductor);
-  the compile time is reported apart and not counted in the per-clip time.
+* bf16-compile, fp32-compile: the bf16 or fp32 mode with encode and decode compiled by
+  ``torch.compile`` (inductor); the compile time is reported apart and not counted in the
+  per-clip time.
 
 Usage: python benchmarks/bench_tokenizer_speed.py [--modes fp32 bf16 bf16-compile] [--repeats 5]
 """
@@ -42,7 +43,7 @@ def time_mode(mode: str, repeats: int) -> dict:
     context = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16-autocast" else contextlib.nullcontext()
     dtype = torch.bfloat16 if mode in ("bf16", "bf16-compile") else torch.float32
     encode, decode = (lambda video: model.encode(video).codes), model.decode_codes
-    if mode == "bf16-compile":
+    if mode.endswith("-compile"):
         encode, decode = torch.compile(encode), torch.compile(decode)
 
     def run() -> torch.Tensor:

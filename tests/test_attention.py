@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -32,3 +33,18 @@ def test_bf16_inference_attention_matches_fused_kernel():
 
     assert not torch.equal(blocked, fused)  # the two paths really differ
     torch.testing.assert_close(blocked.float(), fused.float(), rtol=0.0, atol=2e-2)
+
+
+def test_blocked_attention_value_width_differs():
+    q, k = torch.randn(1, 2, 10, 8), torch.randn(1, 2, 12, 8)
+    v = torch.randn(1, 2, 12, 5)
+
+    blocked = blocked_attention(q, k, v, block=4)
+
+    torch.testing.assert_close(blocked, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_attention_rejects_empty_block():
+    q = torch.randn(1, 1, 4, 8)
+    with pytest.raises(ValueError, match="block must be at least 1, got 0"):
+        blocked_attention(q, q, q, block=0)

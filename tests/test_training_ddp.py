@@ -139,3 +139,37 @@ def test_ranks_get_different_seeds():
     first = torch.rand(4, generator=seed_rank(0, 0, torch.device("cpu")))
     second = torch.rand(4, generator=seed_rank(0, 1, torch.device("cpu")))
     assert not torch.equal(first, second)
+
+
+def model_parallel(data_parallel_size: int, **init_args) -> dict:
+    arguments = {"data_parallel_size": data_parallel_size, "tensor_parallel_size": 1, **init_args}
+    return {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy", "init_args": arguments}
+
+
+def test_fsdp_sizes_must_match_processes(tmp_path, video_folder, capsys):
+    config, _ = write_config(
+        tmp_path, video_folder, max_steps=1, model={"ema_decay": None}, data={"val": None},
+        trainer={"precision": "32-true", "devices": 1, "strategy": model_parallel(2, save_distributed_checkpoint=False)},
+    )
+    assert main(["train", "tokenizer", "--config", str(config)]) == 2
+    assert "data_parallel_size=2 x tensor_parallel_size=1 must equal devices x num_nodes = 1" in capsys.readouterr().err
+
+
+def test_fsdp_rejects_sharded_checkpoint_folders(tmp_path, video_folder):
+    config, _ = write_config(
+        tmp_path, video_folder, max_steps=1, model={"ema_decay": None}, data={"val": None},
+        trainer={"precision": "32-true", "devices": 1, "strategy": model_parallel(1)},
+    )
+    # In a subprocess: the strategy starts a process group and sets MASTER_PORT and other
+    # variables that later multi-process tests would inherit.
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "larp_video.cli.main", "train", "tokenizer", "--config", str(config)]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "save_distributed_checkpoint=false" in result.stderr
+
+
+def test_fsdp_strategy_error_points_to_fsdp2(tmp_path, video_folder, capsys):
+    config, _ = write_config(tmp_path, video_folder, max_steps=1, trainer={"strategy": "fsdp"})
+    assert main(["train", "tokenizer", "--config", str(config)]) == 2
+    assert "ModelParallelStrategy, which also runs on CPUs" in capsys.readouterr().err

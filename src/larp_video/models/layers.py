@@ -84,12 +84,14 @@ def blocked_attention(
 ) -> torch.Tensor:
     """Return softmax(q k^T / sqrt(Dh)) v, one head and ``block`` queries at a time.
 
-    q: (B, H, Lq, Dh), k and v: (B, H, L, Dh). Equal to non-causal ``scaled_dot_product_attention``
+    q: (B, H, Lq, Dh), k: (B, H, L, Dh), v: (B, H, L, Dv), without broadcasting. Equal to non-causal ``scaled_dot_product_attention``
     up to rounding. Each block's (block, L) score matrix is small (2 MB for 512 x 2048 in
     bf16). On the CPU named at ``ATTENTION_QUERY_BLOCK`` this ran faster than the fused kernel
     for long sequences.
     """
-    out = torch.empty_like(q)
+    if block < 1:
+        raise ValueError(f"block must be at least 1, got {block}")
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])  # (B, H, Lq, Dv)
     keys = (k * q.shape[-1] ** -0.5).transpose(-1, -2)  # (B, H, Dh, L), scale folded in
     for b in range(q.shape[0]):
         for h in range(q.shape[1]):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from larp_video.models.hub import load_checkpoint_file, strip_state_dict_prefixes
 from larp_video.models.tokenizer import LARPTokenizer, TokenizerConfig
+
+logger = logging.getLogger(__name__)
 
 
 def tokenizer_from_lightning_checkpoint(path: str | os.PathLike, *, use_ema: bool = True) -> LARPTokenizer:
@@ -17,6 +20,8 @@ def tokenizer_from_lightning_checkpoint(path: str | os.PathLike, *, use_ema: boo
     config = TokenizerConfig.from_dict(checkpoint["tokenizer_config"])
 
     state = checkpoint.get("ema_state_dict") if use_ema else None
+    if use_ema and state is None:
+        logger.warning("%s has no EMA weights (trained with ema_decay=null); using the trained weights", path)
     if state is None:
         prefix = "tokenizer."
         state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

@@ -61,8 +61,39 @@ def run_training(module_path: str, data_path: str, args: list[str]) -> int:
         # These errors come from the constructors' checks of config values (e.g. strategy=fsdp
         # without a GPU). `larp -v` logs the traceback, for the case that one is a bug instead.
         logger.debug("building the training run failed", exc_info=True)
-        raise UsageError(f"invalid training configuration: {error}") from error
+        hint = ""
+        if "fsdp" in str(error).lower():
+            hint = (
+                "; LARP models shard with FSDP2 through lightning.pytorch.strategies.ModelParallelStrategy, "
+                "which also runs on CPUs (see REPRODUCE.md)"
+            )
+        raise UsageError(f"invalid training configuration: {error}{hint}") from error
+    check_model_parallel_sizes(cli.trainer)
     if cli.config.get("num_threads"):
         torch.set_num_threads(cli.config["num_threads"])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
     return 0
+
+
+def check_model_parallel_sizes(trainer) -> None:
+    """Raise ``UsageError`` when ModelParallelStrategy's sizes do not multiply to the world size.
+
+    Lightning checks this only after the processes start, and then every process prints a
+    traceback.
+    """
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    strategy = trainer.strategy
+    if not isinstance(strategy, ModelParallelStrategy):
+        return
+    world_size = trainer.num_devices * trainer.num_nodes
+    data_parallel = strategy._data_parallel_size
+    tensor_parallel = strategy._tensor_parallel_size
+    if data_parallel == "auto" or tensor_parallel == "auto":
+        return
+    if data_parallel * tensor_parallel != world_size:
+        raise UsageError(
+            f"invalid training configuration: data_parallel_size={data_parallel} x tensor_parallel_size="
+            f"{tensor_parallel} must equal devices x num_nodes = {world_size}; set data_parallel_size={world_size} "
+            "and tensor_parallel_size=1"
+        )

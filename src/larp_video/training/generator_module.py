@@ -20,7 +20,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from larp_video.config import ConfigError
 from larp_video.models.generator import GeneratorConfig, LARPGenerator
 from larp_video.training.schedules import warmup_cosine, warmup_steps_from_epochs
-from larp_video.training.sharding import data_parallel_mesh, is_sharded, shard_blocks_and_root
+from larp_video.training.sharding import check_whole_checkpoints, data_parallel_mesh, is_sharded, shard_blocks_and_root
 from larp_video.training.tokenizer_module import check_finite
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class GeneratorTrainingModule(L.LightningModule):
                 "the generator shards with FSDP2, not with FSDPStrategy; set trainer.strategy to "
                 "lightning.pytorch.strategies.ModelParallelStrategy with tensor_parallel_size=1 (see REPRODUCE.md)"
             )
+        check_whole_checkpoints(self.trainer.strategy)
         dataset = getattr(self.trainer.datamodule, "train_dataset", None)
         if dataset is None:
             return

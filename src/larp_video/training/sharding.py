@@ -61,3 +61,19 @@ def data_parallel_mesh(device_mesh):
             "set trainer.strategy.init_args.tensor_parallel_size=1 and data_parallel_size to the number of processes"
         )
     return device_mesh["data_parallel"]
+
+
+def check_whole_checkpoints(strategy) -> None:
+    """Raise ``ConfigError`` when ``ModelParallelStrategy`` would save sharded checkpoint folders.
+
+    ``larp convert``, ``larp sample`` and the evaluation commands read single ``.ckpt`` files
+    with whole weights.
+    """
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    if isinstance(strategy, ModelParallelStrategy) and strategy._save_distributed_checkpoint:
+        raise ConfigError(
+            "save_distributed_checkpoint=true writes each checkpoint as a folder of shards, which larp convert, "
+            "larp sample and the evaluation commands cannot read; set "
+            "trainer.strategy.init_args.save_distributed_checkpoint=false"
+        )

@@ -36,7 +36,13 @@ from larp_video.training.ema import ExponentialMovingAverage
 from larp_video.training.gan_losses import adaptive_gan_weight
 from larp_video.training.rng import seed_rank
 from larp_video.training.schedules import warmup_cosine
-from larp_video.training.sharding import TOKENIZER_METHODS, data_parallel_mesh, is_sharded, shard_blocks_and_root
+from larp_video.training.sharding import (
+    TOKENIZER_METHODS,
+    check_whole_checkpoints,
+    data_parallel_mesh,
+    is_sharded,
+    shard_blocks_and_root,
+)
 from larp_video.training.tokenizer_metrics import check_finite, clip_psnr, codebook_statistics, reduce_over_ranks
 from larp_video.training.tokenizer_optimizers import build_optimizers, learning_rate_logs, set_learning_rates
 from larp_video.training.training_state import CheckpointedTrainingState
@@ -212,6 +218,7 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
                 "lightning.pytorch.strategies.ModelParallelStrategy with tensor_parallel_size=1 (see REPRODUCE.md)"
             )
         sharded = isinstance(strategy, ModelParallelStrategy)
+        check_whole_checkpoints(strategy)
         if sharded and self.ema is not None:
             # NOTE: the EMA copies whole weights, which FSDP shards; it needs DDP or one device.
             raise ConfigError("model.ema_decay needs the full weights on every rank; with FSDP set model.ema_decay=null")
