@@ -94,7 +94,7 @@ def test_fixed_clips_repeat_across_calls(videos):
     torch.testing.assert_close(dataset[0]["video"], dataset[0]["video"])
 
 
-def test_val_repeats_give_fixed_clips_from_different_starts(videos):
+def test_val_repeats_vary_clip_starts(videos):
     data = VideoDataModule(train=[str(videos[0])], val=[str(videos[0])], num_frames=8, image_size=32,
                            num_workers=0, val_repeats=4)
     data.setup("fit")

@@ -212,6 +212,16 @@ def test_sampling_failure_does_not_stop_training(tmp_path, tokens, tokenizer, mo
     assert "sampling at step 2 failed; training continues" in caplog.text
 
 
+def train_in_subprocess(config: Path) -> subprocess.CompletedProcess:
+    """Run ``larp train generator`` in a new process, as multi-process strategies need."""
+    source = Path(__file__).resolve().parents[1] / "src"
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "larp_video.cli.main", "train", "generator", "--config", str(config)]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_train_generator_under_ddp(tmp_path, tokens, tokenizer):
     """Two gloo processes train, sample from rank 0 only and write one checkpoint."""
     config, run = write_config(tmp_path, tokens, tokenizer)
@@ -219,11 +229,7 @@ def test_train_generator_under_ddp(tmp_path, tokens, tokenizer):
     settings["trainer"].update({"devices": 2, "strategy": "ddp", "precision": "32-true"})
     config.write_text(yaml.safe_dump(settings))
 
-    source = Path(__file__).resolve().parents[1] / "src"
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "larp_video.cli.main", "train", "generator", "--config", str(config)]
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train_in_subprocess(config)
 
     losses = [float(row["train/loss"]) for row in read_metrics(run) if row.get("train/loss")]
     assert len(losses) == 4
@@ -243,12 +249,8 @@ def test_train_generator_under_fsdp(tmp_path, tokens, tokenizer):
     settings["trainer"].update({"devices": 2, "strategy": strategy, "precision": "32-true"})
     config.write_text(yaml.safe_dump(settings))
 
-    source = Path(__file__).resolve().parents[1] / "src"
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "larp_video.cli.main", "train", "generator", "--config", str(config)]
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "sharded the generator over 2 processes" in result.stderr
+    result = train_in_subprocess(config)
+    assert "sharded LARPGenerator over 2 processes" in result.stderr
     assert "cannot sample in one process" in result.stderr
 
     losses = [float(row["train/loss"]) for row in read_metrics(run) if row.get("train/loss")]

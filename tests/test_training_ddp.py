@@ -60,7 +60,7 @@ def test_ddp_matches_single_process(tmp_path, video_folder):
     ddp_config, ddp_run = run_config(
         tmp_path, video_folder, "ddp", 2, {"devices": 2, "strategy": "ddp_find_unused_parameters_true"}
     )
-    run_in_subprocess(ddp_config)
+    train_in_subprocess(ddp_config)
 
     single_rows, ddp_rows = read_metrics(single_run), read_metrics(ddp_run)
     for name in ("train/loss", "train/l1", "train/lpips", "train/prior_loss", "train/disc_loss", "train/codebook_perplexity"):
@@ -74,17 +74,21 @@ def test_ddp_matches_single_process(tmp_path, video_folder):
     assert not torch.equal(checkpoint["rng_states"][0]["sampling"], checkpoint["rng_states"][1]["sampling"])
 
 
-FSDP_STRATEGY = {
-    "class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
-    "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 1, "save_distributed_checkpoint": False},
-}
+def model_parallel(data_parallel_size: int, **init_args) -> dict:
+    """Return the trainer.strategy entry of ``ModelParallelStrategy`` (FSDP2 only)."""
+    arguments = {"data_parallel_size": data_parallel_size, "tensor_parallel_size": 1, **init_args}
+    return {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy", "init_args": arguments}
 
 
-def run_in_subprocess(config, *extra):
+FSDP_STRATEGY = model_parallel(2, save_distributed_checkpoint=False)
+
+
+def train_in_subprocess(config, *extra, expect_status: int = 0) -> subprocess.CompletedProcess:
+    """Run ``larp train tokenizer`` in a new process and check its exit status."""
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
     command = [sys.executable, "-m", "larp_video.cli.main", "train", "tokenizer", "--config", str(config), *extra]
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == expect_status, result.stderr[-3000:]
     return result
 
 
@@ -101,8 +105,8 @@ def test_fsdp_matches_single_process_and_resumes(tmp_path, video_folder):
         data={"val": None, "batch_size": 2, "deterministic": True},
         trainer={"precision": "32-true", "devices": 2, "strategy": FSDP_STRATEGY},
     )
-    result = run_in_subprocess(fsdp_config)
-    assert "sharded the tokenizer and discriminator over 2 processes" in result.stderr
+    result = train_in_subprocess(fsdp_config)
+    assert "sharded LARPTokenizer, VideoDiscriminator over 2 processes" in result.stderr
 
     single_rows, fsdp_rows = read_metrics(single_run), read_metrics(fsdp_run)
     for name in ("train/loss", "train/l1", "train/lpips", "train/prior_loss", "train/disc_loss"):
@@ -122,7 +126,7 @@ def test_fsdp_matches_single_process_and_resumes(tmp_path, video_folder):
             difference = torch.linalg.vector_norm((other - value).float())
             assert difference <= 1e-2 * torch.linalg.vector_norm(value.float()) + 1e-6, key
 
-    run_in_subprocess(fsdp_config, "--resume", "last", "--trainer.max_steps", "6")
+    train_in_subprocess(fsdp_config, "--resume", "last", "--trainer.max_steps", "6")
     resumed = torch.load(fsdp_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["tokenizer_step"] == 6
     assert all(torch.isfinite(value).all() for value in resumed["state_dict"].values() if value.is_floating_point())
@@ -133,10 +137,7 @@ def test_fsdp_rejects_ema(tmp_path, video_folder):
         tmp_path, video_folder, max_steps=1, data={"val": None},
         trainer={"precision": "32-true", "devices": 2, "strategy": FSDP_STRATEGY},
     )
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "larp_video.cli.main", "train", "tokenizer", "--config", str(config)]
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
+    result = train_in_subprocess(config, expect_status=2)
     assert "model.ema_decay=null" in result.stderr
 
 
@@ -145,11 +146,6 @@ def test_ranks_get_different_seeds():
     first = torch.rand(4, generator=seed_rank(0, 0, torch.device("cpu")))
     second = torch.rand(4, generator=seed_rank(0, 1, torch.device("cpu")))
     assert not torch.equal(first, second)
-
-
-def model_parallel(data_parallel_size: int, **init_args) -> dict:
-    arguments = {"data_parallel_size": data_parallel_size, "tensor_parallel_size": 1, **init_args}
-    return {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy", "init_args": arguments}
 
 
 def test_fsdp_sizes_must_match_processes(tmp_path, video_folder, capsys):
@@ -168,10 +164,7 @@ def test_fsdp_rejects_sharded_checkpoint_folders(tmp_path, video_folder):
     )
     # In a subprocess: the strategy starts a process group and sets MASTER_PORT and other
     # variables that later multi-process tests would inherit.
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "larp_video.cli.main", "train", "tokenizer", "--config", str(config)]
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
+    result = train_in_subprocess(config, expect_status=2)
     assert "save_distributed_checkpoint=false" in result.stderr
 
 

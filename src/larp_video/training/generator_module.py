@@ -15,12 +15,11 @@ import math
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
 
 from larp_video.config import ConfigError
 from larp_video.models.generator import GeneratorConfig, LARPGenerator
 from larp_video.training.schedules import warmup_cosine, warmup_steps_from_epochs
-from larp_video.training.sharding import check_whole_checkpoints, data_parallel_mesh, is_sharded, shard_blocks_and_root
+from larp_video.training.sharding import check_strategy, shard_models
 from larp_video.training.tokenizer_module import check_finite
 
 logger = logging.getLogger(__name__)
@@ -66,12 +65,7 @@ class GeneratorTrainingModule(L.LightningModule):
     # ----------------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        if isinstance(self.trainer.strategy, FSDPStrategy):
-            raise ConfigError(
-                "the generator shards with FSDP2, not with FSDPStrategy; set trainer.strategy to "
-                "lightning.pytorch.strategies.ModelParallelStrategy with tensor_parallel_size=1 (see REPRODUCE.md)"
-            )
-        check_whole_checkpoints(self.trainer.strategy)
+        check_strategy(self.trainer.strategy, "generator")
         dataset = getattr(self.trainer.datamodule, "train_dataset", None)
         if dataset is None:
             return
@@ -85,11 +79,7 @@ class GeneratorTrainingModule(L.LightningModule):
         Only ``ModelParallelStrategy`` provides a device mesh; under the other strategies this
         does nothing. See ``larp_video.training.sharding``.
         """
-        if self.device_mesh is None or is_sharded(self.generator):
-            return
-        mesh = data_parallel_mesh(self.device_mesh)
-        units = shard_blocks_and_root(self.generator, mesh)
-        logger.info("sharded the generator over %d processes in %d FSDP units", mesh.size(), units)
+        shard_models(self.device_mesh, [(self.generator, ())])
 
     @property
     def total_steps(self) -> int:

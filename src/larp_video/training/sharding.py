@@ -12,9 +12,13 @@ codebook, output head, token embeddings) form its root unit.
 
 from __future__ import annotations
 
+import logging
+
 from torch import nn
 
 from larp_video.config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 # Methods other than forward that training and validation call on the sharded tokenizer. FSDP2
 # gathers the root unit's weights only around registered methods.
@@ -48,6 +52,21 @@ def shard_blocks_and_root(model: nn.Module, mesh, *, methods: tuple[str, ...] = 
     return units + 1
 
 
+def shard_models(device_mesh, models: list[tuple[nn.Module, tuple[str, ...]]]) -> int:
+    """Shard each (model, methods) pair over the data-parallel dimension of ``device_mesh``.
+
+    Returns the number of shard units, or 0 without a mesh (any strategy but
+    ``ModelParallelStrategy``) or when the first model is already sharded.
+    """
+    if device_mesh is None or is_sharded(models[0][0]):
+        return 0
+    mesh = data_parallel_mesh(device_mesh)
+    names = ", ".join(type(model).__name__ for model, _ in models)
+    units = sum(shard_blocks_and_root(model, mesh, methods=methods) for model, methods in models)
+    logger.info("sharded %s over %d processes in %d FSDP units", names, mesh.size(), units)
+    return units
+
+
 def data_parallel_mesh(device_mesh):
     """Return the data-parallel dimension of ``ModelParallelStrategy``'s mesh.
 
@@ -63,17 +82,26 @@ def data_parallel_mesh(device_mesh):
     return device_mesh["data_parallel"]
 
 
-def check_whole_checkpoints(strategy) -> None:
-    """Raise ``ConfigError`` when ``ModelParallelStrategy`` would save sharded checkpoint folders.
+def check_strategy(strategy, model_name: str) -> bool:
+    """Raise ``ConfigError`` for FSDP settings that these models do not support.
 
-    ``larp convert``, ``larp sample`` and the evaluation commands read single ``.ckpt`` files
-    with whole weights.
+    Rejects Lightning's ``FSDPStrategy`` and sharded checkpoint folders: ``larp convert``,
+    ``larp sample`` and the evaluation commands read single ``.ckpt`` files with whole weights.
+    Returns True when the strategy shards the weights (``ModelParallelStrategy``).
     """
-    from lightning.pytorch.strategies import ModelParallelStrategy
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
-    if isinstance(strategy, ModelParallelStrategy) and strategy._save_distributed_checkpoint:
+    if isinstance(strategy, FSDPStrategy):
+        raise ConfigError(
+            f"the {model_name} shards with FSDP2, not with FSDPStrategy; set trainer.strategy to "
+            "lightning.pytorch.strategies.ModelParallelStrategy with tensor_parallel_size=1 (see REPRODUCE.md)"
+        )
+    if not isinstance(strategy, ModelParallelStrategy):
+        return False
+    if strategy._save_distributed_checkpoint:
         raise ConfigError(
             "save_distributed_checkpoint=true writes each checkpoint as a folder of shards, which larp convert, "
             "larp sample and the evaluation commands cannot read; set "
             "trainer.strategy.init_args.save_distributed_checkpoint=false"
         )
+    return True

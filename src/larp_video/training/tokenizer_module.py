@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch.nn.parallel import DistributedDataParallel
 
 from larp_video.config import ConfigError
@@ -36,13 +35,7 @@ from larp_video.training.ema import ExponentialMovingAverage
 from larp_video.training.gan_losses import adaptive_gan_weight
 from larp_video.training.rng import seed_rank
 from larp_video.training.schedules import warmup_cosine
-from larp_video.training.sharding import (
-    TOKENIZER_METHODS,
-    check_whole_checkpoints,
-    data_parallel_mesh,
-    is_sharded,
-    shard_blocks_and_root,
-)
+from larp_video.training.sharding import TOKENIZER_METHODS, check_strategy, shard_models
 from larp_video.training.tokenizer_metrics import check_finite, clip_psnr, codebook_statistics, reduce_over_ranks
 from larp_video.training.tokenizer_optimizers import build_optimizers, learning_rate_logs, set_learning_rates
 from larp_video.training.training_state import CheckpointedTrainingState
@@ -212,13 +205,7 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         strategy = self.trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = AtomicCheckpointIO()
-        if isinstance(strategy, FSDPStrategy):
-            raise ConfigError(
-                "the tokenizer shards with FSDP2, not with FSDPStrategy; set trainer.strategy to "
-                "lightning.pytorch.strategies.ModelParallelStrategy with tensor_parallel_size=1 (see REPRODUCE.md)"
-            )
-        sharded = isinstance(strategy, ModelParallelStrategy)
-        check_whole_checkpoints(strategy)
+        sharded = check_strategy(strategy, "tokenizer")
         if sharded and self.ema is not None:
             # NOTE: the EMA copies whole weights, which FSDP shards; it needs DDP or one device.
             raise ConfigError("model.ema_decay needs the full weights on every rank; with FSDP set model.ema_decay=null")
@@ -234,13 +221,10 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         Only ``ModelParallelStrategy`` provides a device mesh; under the other strategies this
         does nothing. See ``larp_video.training.sharding``.
         """
-        if self.device_mesh is None or is_sharded(self.tokenizer):
-            return
-        mesh = data_parallel_mesh(self.device_mesh)
-        units = shard_blocks_and_root(self.tokenizer, mesh, methods=TOKENIZER_METHODS)
+        models = [(self.tokenizer, TOKENIZER_METHODS)]
         if self.adversarial is not None:
-            units += shard_blocks_and_root(self.adversarial.discriminator, mesh)
-        logger.info("sharded the tokenizer and discriminator over %d processes in %d FSDP units", mesh.size(), units)
+            models.append((self.adversarial.discriminator, ()))
+        shard_models(self.device_mesh, models)
 
     def on_fit_start(self) -> None:
         ddp_model = self.trainer.strategy.model
