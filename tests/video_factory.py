@@ -101,7 +101,9 @@ def make_test_video(
             else:
                 image = np.ascontiguousarray(frames[index])
             layout = "rgba" if image.shape[-1] == 4 else "rgb24"
-            frame = av.VideoFrame.from_ndarray(image, format=layout)
+            # Converting here, not inside stream.encode, keeps files bit-identical from run to
+            # run: with PyAV 18 the conversion inside encode now and then gave other pixels.
+            frame = av.VideoFrame.from_ndarray(image, format=layout).reformat(format=pixel_format)
             frame.pts = index
             frame.time_base = 1 / Fraction(fps).limit_denominator(1001)
             output.mux(stream.encode(frame))
