@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from larp_video.data.transforms import FrameGeometry, fit_to_model, frames_to_tensor, model_to_source, pad_frames
+from larp_video.files import atomic_write
 from larp_video.models.tokenizer import LARPTokenizer
 from larp_video.runtime import autocast
 
@@ -92,14 +93,8 @@ class TokenizedVideo:
             "source": self.source,
             "codebook": self.codebook,
         }
-        temporary = path.with_name(f".{path.name}.tmp")
-        save_file({"indices": self.indices.to(torch.int64).contiguous()}, str(temporary), metadata=metadata)
-        try:
-            os.replace(temporary, path)
-        except OSError:
-            temporary.unlink(missing_ok=True)
-            raise
-        return path
+        indices = {"indices": self.indices.to(torch.int64).contiguous()}
+        return atomic_write(path, lambda temporary: save_file(indices, str(temporary), metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TokenizedVideo":

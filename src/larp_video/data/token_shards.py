@@ -28,14 +28,15 @@ import logging
 import math
 import os
 import re
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from larp_video.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -148,17 +149,6 @@ def write_shard(
     }
     atomic_write(path, lambda temporary: save_file(content.tensors(), str(temporary), metadata=metadata))
     return path
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write`` on a hidden temporary file beside ``path`` and rename it to ``path``."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def remove_temporary_files(directory: str | os.PathLike, numbers: Sequence[int]) -> int:

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from larp_video.files import atomic_write, new_file_mode
+
 logger = logging.getLogger(__name__)
 
 CACHE_ENV_VAR = "LARP_VIDEO_CACHE"
@@ -84,14 +86,7 @@ def cached_state_dict(
     state_dict = convert()
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.contiguous() for key, value in state_dict.items()}
-    descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
-    os.close(descriptor)
-    temporary = Path(temporary_name)
-    try:
-        save_file(tensors, temporary, metadata=dict(metadata or {}))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=dict(metadata or {})))
     logger.info("wrote converted weights %s", path)
     return state_dict
 
@@ -339,6 +334,7 @@ def download(
 
         try:
             _verify_checksum(remote, temporary, url)
+            os.chmod(temporary, new_file_mode())
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from larp_video.config import Config
+from larp_video.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ class PretrainedMixin:
             "model_type": type(self).__name__,
             "config": self.config.to_dict(),
         }
-        _atomic_write(directory / CONFIG_NAME, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
-        _atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(state_dict, str(path)))
+        atomic_write(directory / CONFIG_NAME, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
+        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(state_dict, str(path)))
         return directory
 
     @classmethod
@@ -233,13 +233,3 @@ def _match_dtypes(state_dict: dict[str, torch.Tensor], model: torch.nn.Module) -
     return matched
 
 
-def _atomic_write(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    temporary_path = Path(temporary)
-    try:
-        write(temporary_path)
-        os.replace(temporary_path, path)
-    finally:
-        if temporary_path.exists():
-            temporary_path.unlink()

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from larp_video.files import new_file_mode
+
 logger = logging.getLogger(__name__)
 
 
@@ -47,6 +49,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _remove_stale_temporaries(path)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600), but checkpoints get the mode of any new file.
+        os.fchmod(descriptor, new_file_mode())
         with os.fdopen(descriptor, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
