@@ -48,3 +48,12 @@ def test_blocked_attention_rejects_empty_block():
     q = torch.randn(1, 1, 4, 8)
     with pytest.raises(ValueError, match="block must be at least 1, got 0"):
         blocked_attention(q, q, q, block=0)
+
+
+@pytest.mark.parametrize(
+    "q_shape, k_shape",
+    [((1, 2, 4, 8), (2, 2, 4, 8)), ((2, 1, 4, 8), (2, 2, 4, 8)), ((1, 2, 4, 8), (1, 2, 4, 6)), ((2, 4, 8), (2, 4, 8))],
+)
+def test_blocked_attention_rejects_mismatched_shapes(q_shape, k_shape):
+    with pytest.raises(ValueError, match="expand broadcast dimensions first"):
+        blocked_attention(torch.randn(q_shape), torch.randn(k_shape), torch.randn(k_shape))

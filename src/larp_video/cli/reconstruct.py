@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"PSNR             {result.psnr:.2f} dB")
     print(f"SSIM             {result.ssim:.4f}")
     print(f"tokens/second    {result.tokens_per_second:.1f}")
-    print(f"bits per pixel   {result.bits_per_pixel:.4f}")
+    # Above `larp info`'s per-clip figure when the last window repeats frames to fill a clip.
+    print(f"bits per pixel   {result.bits_per_pixel:.4f} (tokens of {result.windows} windows over {result.num_frames} frames)")
     print(f"wall time        {result.wall_time_seconds:.1f} s ({result.precision} on {result.device})")
     print("wrote:")
     for path in (result.output, result.side_by_side, result.grid, str(metrics_path)):

@@ -84,13 +84,25 @@ def blocked_attention(
 ) -> torch.Tensor:
     """Return softmax(q k^T / sqrt(Dh)) v, one head and ``block`` queries at a time.
 
-    q: (B, H, Lq, Dh), k: (B, H, L, Dh), v: (B, H, L, Dv), without broadcasting. Equal to non-causal ``scaled_dot_product_attention``
-    up to rounding. Each block's (block, L) score matrix is small (2 MB for 512 x 2048 in
-    bf16). On the CPU named at ``ATTENTION_QUERY_BLOCK`` this ran faster than the fused kernel
-    for long sequences.
+    q: (B, H, Lq, Dh), k: (B, H, L, Dh), v: (B, H, L, Dv), with equal B and H (no broadcasting).
+    Equal to non-causal ``scaled_dot_product_attention`` up to rounding. Each block's (block, L)
+    score matrix is small (2 MB for 512 x 2048 in bf16). On the CPU named at
+    ``ATTENTION_QUERY_BLOCK`` this ran faster than the fused kernel for long sequences.
     """
     if block < 1:
         raise ValueError(f"block must be at least 1, got {block}")
+    shapes_match = (
+        q.dim() == k.dim() == v.dim() == 4
+        and q.shape[:2] == k.shape[:2] == v.shape[:2]  # B, H
+        and k.shape[2] == v.shape[2]  # L
+        and q.shape[3] == k.shape[3]  # Dh
+    )
+    if not shapes_match:
+        raise ValueError(
+            f"blocked_attention needs q (B, H, Lq, Dh), k (B, H, L, Dh) and v (B, H, L, Dv) with "
+            f"equal B, H, L and Dh, got {tuple(q.shape)}, {tuple(k.shape)} and {tuple(v.shape)}; "
+            "expand broadcast dimensions first"
+        )
     out = q.new_empty(*q.shape[:-1], v.shape[-1])  # (B, H, Lq, Dv)
     keys = (k * q.shape[-1] ** -0.5).transpose(-1, -2)  # (B, H, Dh, L), scale folded in
     for b in range(q.shape[0]):
