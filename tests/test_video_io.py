@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from video_factory import decode_frame_index, frame_pattern, make_audio_file, make_test_video
+from video_factory import copy_with_rotation, decode_frame_index, frame_pattern, make_audio_file, make_test_video
 
 from larp_video.data import video_decoding
 from larp_video.data.video_io import (
@@ -164,7 +164,7 @@ def test_read_demo_clip_seek_matches_sequential(demo_clip: Path) -> None:
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 def test_read_applies_rotation(tmp_path: Path, rotation: int) -> None:
     plain = make_test_video(tmp_path / "plain.mp4", num_frames=4)
-    rotated = make_test_video(tmp_path / "rotated.mp4", num_frames=4, rotation=rotation)
+    rotated = copy_with_rotation(plain, tmp_path / "rotated.mp4", rotation)
     plain_frames, _ = read_video(plain)
     rotated_frames, info = read_video(rotated)
 
