@@ -53,25 +53,49 @@ def run_config(tmp_path, video_folder, name, batch_size, trainer):
     )
 
 
-def test_ddp_matches_single_process(tmp_path, video_folder):
-    single_config, single_run = run_config(tmp_path, video_folder, "single", 4, {"devices": 1})
-    assert main(["train", "tokenizer", "--config", str(single_config)]) == 0
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory, video_folder):
+    config, run = run_config(tmp_path_factory.mktemp("single"), video_folder, "single", 4, {"devices": 1})
+    assert main(["train", "tokenizer", "--config", str(config)]) == 0
+    return run
 
-    ddp_config, ddp_run = run_config(
-        tmp_path, video_folder, "ddp", 2, {"devices": 2, "strategy": "ddp_find_unused_parameters_true"}
-    )
-    train_in_subprocess(ddp_config)
 
-    single_rows, ddp_rows = read_metrics(single_run), read_metrics(ddp_run)
+DDP_TRAINER = {"devices": 2, "strategy": "ddp_find_unused_parameters_true"}
+
+
+def assert_same_losses(single_run: Path, run: Path) -> None:
+    single_rows, rows = read_metrics(single_run), read_metrics(run)
     for name in ("train/loss", "train/l1", "train/lpips", "train/prior_loss", "train/disc_loss", "train/codebook_perplexity"):
-        expected, actual = column(single_rows, name), column(ddp_rows, name)
+        expected, actual = column(single_rows, name), column(rows, name)
         assert [step for step, _ in actual] == [step for step, _ in expected], name
         for (step, want), (_, got) in zip(expected, actual):
             assert got == pytest.approx(want, rel=1e-4), f"{name} at step {step}"
 
+
+def test_ddp_matches_single_process(tmp_path, video_folder, single_run):
+    ddp_config, ddp_run = run_config(tmp_path, video_folder, "ddp", 2, DDP_TRAINER)
+    result = train_in_subprocess(ddp_config)
+
+    assert_same_losses(single_run, ddp_run)
     checkpoint = torch.load(ddp_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert len(checkpoint["rng_states"]) == 2
     assert not torch.equal(checkpoint["rng_states"][0]["sampling"], checkpoint["rng_states"][1]["sampling"])
+
+    # Each message once: from rank 0 only, and through larp's handler, not Lightning's too.
+    assert result.stderr.count("training on 4 videos") == 1
+    assert result.stderr.count("Seed set to 0") == 1
+    assert "INFO:" not in result.stderr
+    assert "args parameter" not in result.stderr
+
+
+def test_torchrun_matches_single_process(tmp_path, video_folder, single_run):
+    config, run = run_config(tmp_path, video_folder, "torchrun", 2, DDP_TRAINER)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    train_in_subprocess(config, launcher=launcher)
+
+    assert_same_losses(single_run, run)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert len(checkpoint["rng_states"]) == 2
 
 
 def model_parallel(data_parallel_size: int, **init_args) -> dict:
@@ -83,10 +107,16 @@ def model_parallel(data_parallel_size: int, **init_args) -> dict:
 FSDP_STRATEGY = model_parallel(2, save_distributed_checkpoint=False)
 
 
-def train_in_subprocess(config, *extra, expect_status: int = 0) -> subprocess.CompletedProcess:
-    """Run ``larp train tokenizer`` in a new process and check its exit status."""
+def train_in_subprocess(
+    config, *extra, expect_status: int = 0, launcher: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``larp train tokenizer`` in a new process and check its exit status.
+
+    ``launcher`` replaces ``python`` at the start of the command, e.g. with torchrun's.
+    """
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "larp_video.cli.main", "train", "tokenizer", "--config", str(config), *extra]
+    launcher = launcher or [sys.executable]
+    command = [*launcher, "-m", "larp_video.cli.main", "train", "tokenizer", "--config", str(config), *extra]
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == expect_status, result.stderr[-3000:]
     return result

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.cli import LightningCLI
 
 from larp_video.cli.common import UsageError
@@ -48,6 +49,12 @@ def run_training(module_path: str, data_path: str, args: list[str]) -> int:
     # optimizer step; that is what resuming needs, so the warning is noise here.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    # sys.argv keeps the whole `larp train ...` command, because DDP's launcher starts the other
+    # processes from it, while the parser gets only the arguments after the model name.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    # Without validation data the datamodules return an empty list, Lightning's way to skip it.
+    warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+    send_lightning_logs_to_root()
     try:
         cli = LarpCLI(
             _load(module_path),
@@ -69,10 +76,45 @@ def run_training(module_path: str, data_path: str, args: list[str]) -> int:
             )
         raise UsageError(f"invalid training configuration: {error}{hint}") from error
     check_model_parallel_sizes(cli.trainer)
+    if cli.config.get("resume"):
+        # A resumed run writes into its own checkpoint folder, which is expected to contain files.
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if cli.config.get("num_threads"):
         torch.set_num_threads(cli.config["num_threads"])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
     return 0
+
+
+class _RankZeroInfo(logging.Filter):
+    """Pass warnings and errors of every process, and lower levels of global rank 0 only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or getattr(rank_zero_only, "rank", 0) == 0
+
+
+def send_lightning_logs_to_root() -> None:
+    """Route Lightning's messages through the handler that ``larp`` set up, once each.
+
+    Importing ``lightning`` adds a console handler ("INFO: ...") to its logger, which also
+    passes each message on to the root logger, so without this every line prints twice. Where
+    the root logger has a handler, Lightning's own is removed, and ``larp -q`` hides its INFO
+    lines.
+    With several processes, only global rank 0 prints INFO lines, while every rank prints its
+    warnings (a skipped video, for example).
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        return
+    package = logging.getLogger("lightning")
+    for handler in list(package.handlers):
+        if type(handler) is logging.StreamHandler:
+            package.removeHandler(handler)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    for handler in root.handlers:
+        # basicConfig's console handler only, not handlers that capture logs, such as pytest's.
+        if type(handler) is logging.StreamHandler and not any(isinstance(existing, _RankZeroInfo) for existing in handler.filters):
+            handler.addFilter(_RankZeroInfo())
 
 
 def check_model_parallel_sizes(trainer) -> None:
