@@ -86,6 +86,7 @@ def test_ddp_matches_single_process(tmp_path, video_folder, single_run):
     assert result.stderr.count("Seed set to 0") == 1
     assert "INFO:" not in result.stderr
     assert "args parameter" not in result.stderr
+    assert "litlogger" not in result.stderr
 
 
 def test_torchrun_matches_single_process(tmp_path, video_folder, single_run):

@@ -92,6 +92,13 @@ class _RankZeroInfo(logging.Filter):
         return record.levelno >= logging.WARNING or getattr(rank_zero_only, "rank", 0) == 0
 
 
+class _NoLitLoggerTip(logging.Filter):
+    """Drop Lightning's tip that advertises its hosted LitLogger service."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "[litlogger]" not in record.getMessage()
+
+
 def send_lightning_logs_to_root() -> None:
     """Route Lightning's messages through the handler that ``larp`` set up, once each.
 
@@ -111,6 +118,9 @@ def send_lightning_logs_to_root() -> None:
             package.removeHandler(handler)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(existing, _NoLitLoggerTip) for existing in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_NoLitLoggerTip())
     for handler in root.handlers:
         # basicConfig's console handler only, not handlers that capture logs, such as pytest's.
         if type(handler) is logging.StreamHandler and not any(isinstance(existing, _RankZeroInfo) for existing in handler.filters):
