@@ -77,12 +77,15 @@ def kill_after_checkpoint(config: Path, run: Path, step: int, timeout: float = 1
 
 
 def test_killed_run_resumes_same_losses(tmp_path, video_folder):
+    # 3 videos x 4 repeats in batches of 2 make 6 steps per epoch, so the kill after the
+    # checkpoint of step 4 (or 2) comes in the middle of an epoch.
     steps = 12
-    reference_config, reference_run = write_config(tmp_path, video_folder, max_steps=steps, name="reference")
+    data = {"repeats": 4}
+    reference_config, reference_run = write_config(tmp_path, video_folder, max_steps=steps, name="reference", data=data)
     assert main(["train", "tokenizer", "--config", str(reference_config)]) == 0
     expected = dict(column(read_metrics(reference_run), "train/loss"))
 
-    config, run = write_config(tmp_path, video_folder, max_steps=steps, name="killed")
+    config, run = write_config(tmp_path, video_folder, max_steps=steps, name="killed", data=data)
     kill_after_checkpoint(config, run, step=4)
     # Lightning writes epoch=0-step=4.ckpt before last.ckpt, so the kill may come between them.
     saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

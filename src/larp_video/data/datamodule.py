@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from larp_video.data.datasets import EpochSampler, VideoClipDataset
 from larp_video.data.manifests import list_labeled_videos
+from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,9 @@ class VideoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
         sampler = EpochSampler(len(self.train_dataset), seed=h.seed, shuffle=not h.deterministic)
-        return DataLoader(
+        return ResumableDataLoader(
             self.train_dataset,
+            batches_done=self._batches_done,
             batch_size=h.batch_size,
             sampler=sampler,
             drop_last=len(self.train_dataset) >= h.batch_size,
@@ -109,6 +111,9 @@ class VideoDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available() if h.pin_memory is None else h.pin_memory,
             generator=_own_generator(h.seed),
         )
+
+    def _batches_done(self) -> int:
+        return batches_done_in_epoch(self.trainer)
 
     def val_dataloader(self) -> DataLoader | list:
         h = self.hparams

@@ -186,10 +186,11 @@ class EpochSampler(Sampler):
     pairs out to the ranks in turn.
     """
 
-    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True):
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, with_seeds: bool = True):
         self.num_items = num_items
         self.seed = seed
         self.shuffle = shuffle
+        self.with_seeds = with_seeds  # False: yield the items alone, for datasets without randomness
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -201,6 +202,8 @@ class EpochSampler(Sampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.num_items, generator=generator) if self.shuffle else torch.arange(self.num_items)
+        if not self.with_seeds:
+            return iter(order.tolist())
         seeds = torch.randint(0, 2**62, (self.num_items,), generator=generator)
         return iter(zip(order.tolist(), seeds.tolist()))
 

@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
+from larp_video.data.datasets import EpochSampler
+from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch
 from larp_video.data.token_dataset import TokenDataset
 
 logger = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ class TokenDataModule(L.LightningDataModule):
         batch_size: clips per step and process (under DDP the global batch is this times the
             number of processes).
         num_workers: data loader worker processes.
-        seed: seed of the held-out video draw.
+        seed: seed of the held-out video draw and of the order of training clips in each epoch.
     """
 
     def __init__(
@@ -74,14 +76,20 @@ class TokenDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        # An order drawn from the seed and the epoch, so a resumed epoch repeats it.
+        sampler = EpochSampler(len(self.train_dataset), seed=self.hparams.seed, with_seeds=False)
+        return ResumableDataLoader(
             self.train_dataset,
+            batches_done=self._batches_done,
             batch_size=self.hparams.batch_size,
-            shuffle=True,
+            sampler=sampler,
             drop_last=len(self.train_dataset) >= self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
+
+    def _batches_done(self) -> int:
+        return batches_done_in_epoch(self.trainer)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_dataset is None:
