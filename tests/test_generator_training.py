@@ -131,6 +131,35 @@ def test_train_generator_resume_last(trained_run, tmp_path):
     assert read_generator_checkpoint(run / "checkpoints" / "last.ckpt").global_step == 6
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")
+@pytest.mark.parametrize("validate_every", [2, 3])
+def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, tokens, tokenizer, validate_every):
+    # 12 training clips in batches of 4 make 3 steps per epoch, so step 2 is mid-epoch.
+    config, run = write_config(tmp_path, tokens, tokenizer, max_steps=6)
+    document = yaml.safe_load(config.read_text())
+    document["trainer"]["val_check_interval"] = validate_every
+    document["trainer"]["callbacks"][0]["init_args"]["save_top_k"] = -1
+    document["trainer"]["callbacks"] = document["trainer"]["callbacks"][:1]
+    config.write_text(yaml.safe_dump(document))
+    assert main(["train", "generator", "--config", str(config)]) == 0
+    expected = {int(row["step"]): float(row["train/loss"]) for row in read_metrics(run) if row.get("train/loss")}
+
+    document["trainer"]["default_root_dir"] = str(tmp_path / "resumed")
+    document["trainer"]["logger"] = [document["trainer"]["logger"][0]]
+    document["trainer"]["logger"][0]["init_args"]["save_dir"] = str(tmp_path / "resumed")
+    document["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "resumed" / "checkpoints")
+    resumed_config = tmp_path / "resumed.yaml"
+    resumed_config.write_text(yaml.safe_dump(document))
+    checkpoint = run / "checkpoints" / "epoch=0-step=2.ckpt"
+    assert main(["train", "generator", "--config", str(resumed_config), "--resume", str(checkpoint)]) == 0
+
+    resumed = {int(row["step"]): float(row["train/loss"]) for row in read_metrics(tmp_path / "resumed") if row.get("train/loss")}
+    assert sorted(resumed) == sorted(step for step in expected if step >= 2)
+    for step, loss in resumed.items():
+        # Dropout, class dropout and the clip order continue as in the uninterrupted run.
+        assert loss == pytest.approx(expected[step], rel=1e-5), f"step {step}"
+
+
 def test_export_generator_matches_checkpoint(trained_run, tmp_path, capsys):
     _, run = trained_run
     checkpoint = run / "checkpoints" / "last.ckpt"
@@ -229,13 +258,17 @@ def test_train_generator_under_ddp(tmp_path, tokens, tokenizer):
     settings["trainer"].update({"devices": 2, "strategy": "ddp", "precision": "32-true"})
     config.write_text(yaml.safe_dump(settings))
 
-    result = train_in_subprocess(config)
+    train_in_subprocess(config)
 
     losses = [float(row["train/loss"]) for row in read_metrics(run) if row.get("train/loss")]
     assert len(losses) == 4
     assert all(math.isfinite(loss) for loss in losses)
-    assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list(run.glob("samples/step-*"))) == 2
+    # Each rank draws its own dropout masks, and the checkpoint keeps both random states.
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    states = checkpoint["rng_states"]
+    assert len(states) == 2
+    assert not torch.equal(states[0]["torch"], states[1]["torch"])
 
 
 def test_train_generator_under_fsdp(tmp_path, tokens, tokenizer):

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from larp_video.data.datasets import EpochSampler, VideoClipDataset
 from larp_video.data.manifests import list_labeled_videos
-from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch
+from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch, loader_generator
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class VideoDataModule(L.LightningDataModule):
             num_workers=h.num_workers,
             persistent_workers=h.persistent_workers and h.num_workers > 0,
             pin_memory=torch.cuda.is_available() if h.pin_memory is None else h.pin_memory,
-            generator=_own_generator(h.seed),
+            generator=loader_generator(h.seed),
         )
 
     def _batches_done(self) -> int:
@@ -125,11 +125,5 @@ class VideoDataModule(L.LightningDataModule):
             shuffle=False,
             num_workers=h.num_workers,
             persistent_workers=h.persistent_workers and h.num_workers > 0,
-            generator=_own_generator(h.seed),
+            generator=loader_generator(h.seed),
         )
-
-
-def _own_generator(seed: int) -> torch.Generator:
-    # DataLoader iterators draw their workers' base seed from this generator instead of the
-    # global random state, so validation and new epochs leave training's random stream alone.
-    return torch.Generator().manual_seed(seed)

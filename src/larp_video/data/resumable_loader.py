@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,15 @@ class _SkipAtStart:
         if skip:
             logger.info("resuming in the middle of an epoch: skipping its first %d batches", skip)
         yield from itertools.islice(iter(self.batches), skip, None)
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """Return a generator for a DataLoader, seeded with ``seed``.
+
+    DataLoader iterators draw their workers' base seed from this generator instead of the
+    global random state, so validation and new epochs leave training's random stream alone.
+    """
+    return torch.Generator().manual_seed(seed)
 
 
 def batches_done_in_epoch(trainer: Any) -> int:

@@ -10,7 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from larp_video.data.datasets import EpochSampler
-from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch
+from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch, loader_generator
 from larp_video.data.token_dataset import TokenDataset
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class TokenDataModule(L.LightningDataModule):
             drop_last=len(self.train_dataset) >= self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            generator=loader_generator(self.hparams.seed),
         )
 
     def _batches_done(self) -> int:
@@ -100,6 +101,7 @@ class TokenDataModule(L.LightningDataModule):
             shuffle=False,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            generator=loader_generator(self.hparams.seed),
         )
 
 

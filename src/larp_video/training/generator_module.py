@@ -6,18 +6,24 @@ come from the Trainer (``trainer.precision``, ``trainer.strategy``); FSDP comes 
 ``ModelParallelStrategy``, under which ``configure_model`` shards the generator. Checkpoints carry the
 generator config (``generator_config``) and, when the data module provides them, the token
 settings and class names, so ``larp sample --generator run/checkpoints/last.ckpt`` can load them.
+
+Each rank seeds its random generators from the run's seed and its rank, so ranks draw different
+dropout masks, and checkpoints carry every rank's random state (``rng_states``). A resumed run
+continues the random draws of the interrupted one.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 
 import lightning as L
 import torch
 
 from larp_video.config import ConfigError
 from larp_video.models.generator import GeneratorConfig, LARPGenerator
+from larp_video.training.rng import gather_rng_states, restore_rank_rng_state, seed_rank
 from larp_video.training.schedules import warmup_cosine, warmup_steps_from_epochs
 from larp_video.training.sharding import check_strategy, shard_models
 from larp_video.training.tokenizer_module import check_finite
@@ -59,6 +65,10 @@ class GeneratorTrainingModule(L.LightningModule):
         self.generator = LARPGenerator(generator)
         self.token_settings: dict | None = None
         self.class_names: dict[int, str] = {}
+        self.base_seed = 0
+        # Unused in training, but rng_states has a "sampling" entry, as in tokenizer checkpoints.
+        self.sampling_generator: torch.Generator | None = None
+        self._pending_rng_states: list | None = None
 
     # ----------------------------------------------------------------------------------------
     # Set-up
@@ -72,6 +82,18 @@ class GeneratorTrainingModule(L.LightningModule):
         check_tokens_fit(self.generator_config, dataset)
         self.token_settings = dict(dataset.settings)
         self.class_names = dict(dataset.class_names)
+
+    def on_fit_start(self) -> None:
+        self.base_seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        self.sampling_generator = seed_rank(self.base_seed, self.global_rank, self.device)
+
+    def on_train_start(self) -> None:
+        # Lightning has restored the checkpoint by now, and the first batch is still to come.
+        states, self._pending_rng_states = self._pending_rng_states, None
+        if states is not None and not restore_rank_rng_state(
+            states, self.trainer.world_size, self.global_rank, self.sampling_generator
+        ):
+            self.sampling_generator = seed_rank(self.base_seed + self.global_step, self.global_rank, self.device)
 
     def configure_model(self) -> None:
         """Shard the generator with FSDP2 (one unit per block, then the root).
@@ -150,11 +172,15 @@ class GeneratorTrainingModule(L.LightningModule):
         if self.token_settings is not None:
             checkpoint["token_settings"] = self.token_settings
         checkpoint["class_names"] = {str(label): name for label, name in self.class_names.items()}
+        if self.sampling_generator is not None:
+            # A collective under DDP: Lightning calls this hook on every rank.
+            checkpoint["rng_states"] = gather_rng_states(self.sampling_generator)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.token_settings = checkpoint.get("token_settings", self.token_settings)
         names = checkpoint.get("class_names") or {}
         self.class_names = {int(label): name for label, name in names.items()} or self.class_names
+        self._pending_rng_states = checkpoint.get("rng_states")
 
 
 def check_tokens_fit(config: GeneratorConfig, dataset) -> None:

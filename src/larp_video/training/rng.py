@@ -74,6 +74,25 @@ def gather_rng_states(generator: torch.Generator) -> list[dict]:
     return states
 
 
+def restore_rank_rng_state(states: list[dict] | None, world_size: int, rank: int, generator: torch.Generator) -> bool:
+    """Apply ``states[rank]`` when ``states`` has one state per rank of this run.
+
+    Returns False when there is nothing to restore or the checkpoint came from a run with
+    another number of processes; the caller then reseeds.
+    """
+    if states is None:
+        return False
+    if len(states) != world_size:
+        logger.warning(
+            "the checkpoint has random states of %d ranks but this run has %d; reseeding from the step instead",
+            len(states),
+            world_size,
+        )
+        return False
+    restore_rng_state(states[rank], generator)
+    return True
+
+
 def _as_tuple(value):
     # Python's random state is a nested tuple; a checkpoint round trip may return lists.
     if isinstance(value, list):

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from larp_video.training.rng import gather_rng_states, restore_rng_state, seed_rank
+from larp_video.training.rng import gather_rng_states, restore_rank_rng_state, seed_rank
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +47,8 @@ class CheckpointedTrainingState:
         states, self._pending_rng_states = self._pending_rng_states, None
         if states is None:
             return
-        if len(states) == self.trainer.world_size:
-            restore_rng_state(states[self.global_rank], self.sampling_generator)
-            return
-        logger.warning(
-            "the checkpoint has random states of %d ranks but this run has %d; reseeding from the step instead",
-            len(states),
-            self.trainer.world_size,
-        )
-        self.sampling_generator = seed_rank(self.base_seed + self.tokenizer_step, self.global_rank, self.device)
+        if not restore_rank_rng_state(states, self.trainer.world_size, self.global_rank, self.sampling_generator):
+            self.sampling_generator = seed_rank(self.base_seed + self.tokenizer_step, self.global_rank, self.device)
 
 
 def _prefixed(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
