@@ -13,10 +13,11 @@ from larp_video.data.datasets import EpochSampler
 from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch
 
 
-def loader(batches_done=lambda: 0, num_workers=0, **kwargs):
+def loader(batches_done=lambda: 0, num_workers=0, batch_size=2, **kwargs):
     sampler = EpochSampler(12, seed=3, with_seeds=False)
     return ResumableDataLoader(
-        list(range(12)), batch_size=2, sampler=sampler, batches_done=batches_done, num_workers=num_workers, **kwargs
+        list(range(12)), batch_size=batch_size, sampler=sampler, batches_done=batches_done, num_workers=num_workers,
+        **kwargs,
     )
 
 
@@ -26,8 +27,21 @@ def epoch(data_loader, number=0):
 
 
 def test_state_dict_reports_batches_done():
-    assert loader(lambda: 4).state_dict() == {"batches_done": 4}
-    assert loader(batches_done=None).state_dict() == {"batches_done": 0}
+    assert loader(lambda: 4).state_dict() == {"batches_done": 4, "batch_size": 2, "world_size": 1}
+    assert loader(batches_done=None).state_dict()["batches_done"] == 0
+
+
+def test_other_batch_size_skips_same_clips(caplog):
+    full = [item for batch in epoch(loader()) for item in batch]
+    resumed = loader(batch_size=3)
+    resumed.load_state_dict({"batches_done": 1, "batch_size": 2, "world_size": 3})  # 6 clips done
+
+    assert [item for batch in epoch(resumed) for item in batch] == full[6:]
+    assert "skipping 2 batches, the closest to the 6 clips" in caplog.text
+
+    resumed = loader(batch_size=4)
+    resumed.load_state_dict({"batches_done": 3, "batch_size": 2, "world_size": 1})  # 6 clips done
+    assert [item for batch in epoch(resumed) for item in batch] == full[4:]
 
 
 def test_resumed_epoch_skips_done_batches():
@@ -60,7 +74,7 @@ def test_lightning_distributed_copy_keeps_resume_state():
     original = loader(lambda: 2)
     rebuilt = _update_dataloader(original, DistributedSampler(original.dataset, num_replicas=2, rank=0, shuffle=False))
     assert isinstance(rebuilt, ResumableDataLoader)
-    assert rebuilt.state_dict() == {"batches_done": 2}
+    assert rebuilt.state_dict()["batches_done"] == 2
     rebuilt.load_state_dict({"batches_done": 1})
     assert [batch.tolist() for batch in rebuilt] == [[4, 6], [8, 10]]
 

@@ -28,7 +28,9 @@ class ResumableDataLoader(DataLoader):
     """``DataLoader`` with a ``state_dict``: the batches of the current epoch already trained on.
 
     ``batches_done`` returns that count when a checkpoint is saved, 0 at the end of an epoch.
-    All other arguments are DataLoader's.
+    The state also records the batch size and the process count, so a run resumed with other
+    values skips the whole batches closest in number to the clips already trained on. All other arguments
+    are DataLoader's.
     """
 
     def __init__(self, *args: Any, batches_done: Callable[[], int] | None = None, **kwargs: Any):
@@ -38,10 +40,27 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         done = 0 if self.batches_done is None else int(self.batches_done())
-        return {"batches_done": done}
+        return {"batches_done": done, "batch_size": self._batch_size(), "world_size": _world_size()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self._batches_to_skip = int(state.get("batches_done", 0))
+        done = int(state.get("batches_done", 0))
+        saved = (int(state.get("batch_size", self._batch_size())), int(state.get("world_size", _world_size())))
+        now = (self._batch_size(), _world_size())
+        if done and saved != now:
+            # Under DDP, rank r reads items r, r + W, r + 2W, ... of the epoch's order, so the
+            # first done x B x W items were trained on. Skip about as many items now. Between one
+            # process and several the orders differ, so only the count carries over.
+            items = done * saved[0] * saved[1]
+            logger.warning(
+                "the checkpoint was saved with batch size %d on %d processes and this run has %d on %d; "
+                "skipping %d batches, the closest to the %d clips already trained on in this epoch",
+                *saved, *now, items // (now[0] * now[1]), items,
+            )
+            done = items // (now[0] * now[1])
+        self._batches_to_skip = done
+
+    def _batch_size(self) -> int:
+        return self.batch_size if self.batch_size is not None else 1
 
     @property
     def _index_sampler(self) -> Iterable:
@@ -49,6 +68,12 @@ class ResumableDataLoader(DataLoader):
         # too, so the skip happens when a pass over the batches begins, not here.
         batches = super()._index_sampler
         return _SkipAtStart(batches, self) if self._batches_to_skip else batches
+
+
+def _world_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
 
 
 class _SkipAtStart:
