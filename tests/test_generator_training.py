@@ -132,12 +132,14 @@ def test_train_generator_resume_last(trained_run, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:The dirpath has changed")
-@pytest.mark.parametrize("validate_every", [2, 3])
-def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, tokens, tokenizer, validate_every):
-    # 12 training clips in batches of 4 make 3 steps per epoch, so step 2 is mid-epoch.
-    config, run = write_config(tmp_path, tokens, tokenizer, max_steps=6)
+@pytest.mark.parametrize("validate_every, num_workers", [(2, 0), (3, 2)])
+def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, tokens, tokenizer, validate_every, num_workers):
+    # 12 training clips in batches of 4 make 3 steps per epoch, so step 4 is in the middle of the
+    # second epoch, whose clip order differs from the first one's.
+    config, run = write_config(tmp_path, tokens, tokenizer, max_steps=8)
     document = yaml.safe_load(config.read_text())
     document["trainer"]["val_check_interval"] = validate_every
+    document["data"]["num_workers"] = num_workers
     document["trainer"]["callbacks"][0]["init_args"]["save_top_k"] = -1
     document["trainer"]["callbacks"] = document["trainer"]["callbacks"][:1]
     config.write_text(yaml.safe_dump(document))
@@ -150,11 +152,11 @@ def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, tokens, tokenizer,
     document["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "resumed" / "checkpoints")
     resumed_config = tmp_path / "resumed.yaml"
     resumed_config.write_text(yaml.safe_dump(document))
-    checkpoint = run / "checkpoints" / "epoch=0-step=2.ckpt"
+    checkpoint = run / "checkpoints" / "epoch=1-step=4.ckpt"
     assert main(["train", "generator", "--config", str(resumed_config), "--resume", str(checkpoint)]) == 0
 
     resumed = {int(row["step"]): float(row["train/loss"]) for row in read_metrics(tmp_path / "resumed") if row.get("train/loss")}
-    assert sorted(resumed) == sorted(step for step in expected if step >= 2)
+    assert sorted(resumed) == sorted(step for step in expected if step >= 4)
     for step, loss in resumed.items():
         # Dropout, class dropout and the clip order continue as in the uninterrupted run.
         assert loss == pytest.approx(expected[step], rel=1e-5), f"step {step}"

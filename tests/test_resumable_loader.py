@@ -26,56 +26,77 @@ def epoch(data_loader, number=0):
     return [batch.tolist() for batch in data_loader]
 
 
-def test_state_dict_reports_batches_done():
-    assert loader(lambda: 4).state_dict() == {"batches_done": 4, "batch_size": 2, "world_size": 1}
+class Counter:
+    """Stands in for the trainer's count of the epoch's batches already trained on."""
+
+    def __init__(self, value=0):
+        self.value = value
+
+    def __call__(self):
+        return self.value
+
+
+def test_state_dict_records_count_and_shape():
+    assert loader(Counter(4)).state_dict() == {"batches_done": 4, "batch_size": 2, "world_size": 1, "num_items": 12}
     assert loader(batches_done=None).state_dict()["batches_done"] == 0
 
 
-def test_other_batch_size_skips_same_clips(caplog):
-    full = [item for batch in epoch(loader()) for item in batch]
-    resumed = loader(batch_size=3)
-    resumed.load_state_dict({"batches_done": 1, "batch_size": 2, "world_size": 3})  # 6 clips done
-
-    assert [item for batch in epoch(resumed) for item in batch] == full[6:]
-    assert "skipping 2 batches, the closest to the 6 clips" in caplog.text
-
-    resumed = loader(batch_size=4)
-    resumed.load_state_dict({"batches_done": 3, "batch_size": 2, "world_size": 1})  # 6 clips done
-    assert [item for batch in epoch(resumed) for item in batch] == full[4:]
-
-
-def test_resumed_epoch_skips_done_batches():
+def test_pass_starts_after_counted_batches():
     full = epoch(loader())
-    resumed = loader()
-    resumed.load_state_dict({"batches_done": 4})
+    counter = Counter(4)
+    resumed = loader(counter)
 
     assert len(resumed) == 6  # Lightning counts the whole epoch
     assert epoch(resumed) == full[4:]
-    assert epoch(resumed) == full  # only the first pass after loading skips
+    counter.value = 0  # a new epoch
+    assert epoch(resumed) == full
 
 
-def test_skip_of_whole_epoch_starts_next_epoch():
-    resumed = loader()
-    resumed.load_state_dict({"batches_done": 6})
-    assert epoch(resumed, 1) == epoch(loader(), 1)
+def test_count_of_whole_epoch_skips_nothing():
+    assert epoch(loader(Counter(6)), 1) == epoch(loader(), 1)
 
 
 @pytest.mark.parametrize("persistent", [False, True])
 def test_resume_with_worker_processes(persistent):
     full = epoch(loader())
-    resumed = loader(num_workers=2, persistent_workers=persistent)
-    resumed.load_state_dict({"batches_done": 2})
+    counter = Counter(2)
+    resumed = loader(counter, num_workers=2, persistent_workers=persistent)
     assert epoch(resumed) == full[2:]
+    counter.value = 0
     assert epoch(resumed, 1) == epoch(loader(), 1)
+
+
+def test_epoch_set_after_iter_applies_with_workers():
+    # On resume Lightning makes the iterator first and sets the sampler's epoch afterwards.
+    expected = epoch(loader(), 3)[1:]
+    resumed = loader(Counter(1), num_workers=2)
+    resumed.sampler.set_epoch(0)
+    iterator = iter(resumed)
+    resumed.sampler.set_epoch(3)
+    assert [batch.tolist() for batch in iterator] == expected
+
+
+def test_resume_with_other_batch_size_warns(caplog):
+    resumed = loader(Counter(1), batch_size=3)
+    resumed.load_state_dict({"batches_done": 1, "batch_size": 2, "world_size": 1, "num_items": 12})
+    epoch(resumed)
+    assert "batch_size 2 -> 3" in caplog.text
+    assert "the first 1 batches of this epoch are skipped" in caplog.text
+
+
+def test_resume_with_same_settings_does_not_warn(caplog):
+    resumed = loader(Counter(2))
+    resumed.load_state_dict(resumed.state_dict())
+    epoch(resumed)
+    assert "other data settings" not in caplog.text
 
 
 def test_lightning_distributed_copy_keeps_resume_state():
     # Under DDP Lightning rebuilds the loader around a DistributedSampler from its init arguments.
-    original = loader(lambda: 2)
+    original = loader(Counter(1))
     rebuilt = _update_dataloader(original, DistributedSampler(original.dataset, num_replicas=2, rank=0, shuffle=False))
     assert isinstance(rebuilt, ResumableDataLoader)
-    assert rebuilt.state_dict()["batches_done"] == 2
-    rebuilt.load_state_dict({"batches_done": 1})
+    assert rebuilt.state_dict()["batches_done"] == 1
     assert [batch.tolist() for batch in rebuilt] == [[4, 6], [8, 10]]
 
 

@@ -1,14 +1,21 @@
 """A DataLoader that resumes in the middle of an epoch.
 
-Lightning saves the ``state_dict`` of a training DataLoader in each checkpoint and, on resume,
-passes it to ``load_state_dict`` before the interrupted epoch starts again. Without that, the
-resumed epoch starts from its first batch, so a run killed in the middle of an epoch trains
-twice on that epoch's first clips and never on its last ones.
+When Lightning resumes from a checkpoint saved in the middle of an epoch, it restores its count
+of the epoch's batches already trained on and counts on from there. A plain DataLoader starts
+the epoch from its first batch, so the resumed run trains twice on the epoch's first clips,
+never on its last ones, and ends the epoch by the count.
 
-``ResumableDataLoader`` records how many batches of the unfinished epoch training has
-completed. After ``load_state_dict``, its next iteration skips that many batches of indices
-without loading their items. An ``EpochSampler`` draws the same order for an epoch in every run,
-so the resumed run trains on the clips of an uninterrupted one.
+``ResumableDataLoader`` starts each pass over the data at the trainer's count: a pass that
+begins after a mid-epoch restore skips that many batches of indices without loading their
+items. With an ``EpochSampler``, whose order depends only on the seed and the epoch, the resumed
+run trains on the clips of an uninterrupted one. Each pass makes the DataLoader iterator when
+its first batch is drawn, after Lightning has set the sampler's epoch. That matters with worker
+processes, which draw indices as soon as their iterator exists: on resume, Lightning makes
+the iterator before it sets the epoch.
+
+The ``state_dict``, which Lightning saves in checkpoints, records the count, the batch size, the
+process count and the number of items. A run that resumes mid-epoch with other values gets a
+warning, because the same count then covers other clips.
 """
 
 from __future__ import annotations
@@ -25,42 +32,64 @@ logger = logging.getLogger(__name__)
 
 
 class ResumableDataLoader(DataLoader):
-    """``DataLoader`` with a ``state_dict``: the batches of the current epoch already trained on.
+    """``DataLoader`` whose passes start after the batches the trainer counts as done.
 
-    ``batches_done`` returns that count when a checkpoint is saved, 0 at the end of an epoch.
-    The state also records the batch size and the process count, so a run resumed with other
-    values skips the whole batches closest in number to the clips already trained on. All other arguments
-    are DataLoader's.
+    ``batches_done`` returns how many batches of the current epoch the trainer has trained on,
+    0 at the start or end of an epoch (see ``batches_done_in_epoch``). All other arguments are
+    DataLoader's.
     """
 
     def __init__(self, *args: Any, batches_done: Callable[[], int] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.batches_done = batches_done
         self._batches_to_skip = 0
+        self._saved_state: dict[str, int] | None = None
 
     def state_dict(self) -> dict[str, int]:
-        done = 0 if self.batches_done is None else int(self.batches_done())
-        return {"batches_done": done, "batch_size": self._batch_size(), "world_size": _world_size()}
+        return {"batches_done": self._done(), **self._shape()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        done = int(state.get("batches_done", 0))
-        saved = (int(state.get("batch_size", self._batch_size())), int(state.get("world_size", _world_size())))
-        now = (self._batch_size(), _world_size())
-        if done and saved != now:
-            # Under DDP, rank r reads items r, r + W, r + 2W, ... of the epoch's order, so the
-            # first done x B x W items were trained on. Skip about as many items now. Between one
-            # process and several the orders differ, so only the count carries over.
-            items = done * saved[0] * saved[1]
-            logger.warning(
-                "the checkpoint was saved with batch size %d on %d processes and this run has %d on %d; "
-                "skipping %d batches, the closest to the %d clips already trained on in this epoch",
-                *saved, *now, items // (now[0] * now[1]), items,
-            )
-            done = items // (now[0] * now[1])
-        self._batches_to_skip = done
+        # Only compared with this run's shape: the skip itself comes from the trainer's count,
+        # which Lightning restores from the same checkpoint.
+        self._saved_state = dict(state)
 
-    def _batch_size(self) -> int:
-        return self.batch_size if self.batch_size is not None else 1
+    def __iter__(self) -> Iterator:
+        return _DeferredPass(self)
+
+    def _start_pass(self) -> Iterator:
+        done = self._done()
+        skip = done if 0 < done < len(self) else 0
+        saved, self._saved_state = self._saved_state, None
+        if skip:
+            logger.info("resuming in the middle of an epoch: skipping its first %d batches", skip)
+            self._warn_if_shape_changed(saved, skip)
+        self._batches_to_skip = skip
+        return DataLoader.__iter__(self)
+
+    def _done(self) -> int:
+        return 0 if self.batches_done is None else int(self.batches_done())
+
+    def _shape(self) -> dict[str, int]:
+        return {
+            "batch_size": self.batch_size if self.batch_size is not None else 1,
+            "world_size": _world_size(),
+            "num_items": len(self.dataset),  # type: ignore[arg-type]
+        }
+
+    def _warn_if_shape_changed(self, saved: dict[str, int] | None, skip: int) -> None:
+        now = self._shape()
+        if saved is None or _rank() != 0:
+            return
+        changed = {key: (saved[key], value) for key, value in now.items() if key in saved and saved[key] != value}
+        if changed:
+            listed = ", ".join(f"{key} {before} -> {after}" for key, (before, after) in changed.items())
+            logger.warning(
+                "resuming in the middle of an epoch with other data settings than the checkpoint (%s): "
+                "the first %d batches of this epoch are skipped as counted, so some of its clips may be "
+                "trained on twice or not at all; resume from an end-of-epoch checkpoint to avoid this",
+                listed,
+                skip,
+            )
 
     @property
     def _index_sampler(self) -> Iterable:
@@ -70,10 +99,27 @@ class ResumableDataLoader(DataLoader):
         return _SkipAtStart(batches, self) if self._batches_to_skip else batches
 
 
-def _world_size() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
+class _DeferredPass:
+    """One pass over a ``ResumableDataLoader``, whose iterator is made at the first batch."""
+
+    def __init__(self, loader: ResumableDataLoader):
+        self.loader = loader
+        self.iterator: Iterator | None = None
+
+    def __iter__(self) -> _DeferredPass:
+        return self
+
+    def __next__(self) -> Any:
+        if self.iterator is None:
+            self.iterator = self.loader._start_pass()
+        return next(self.iterator)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader iterators cannot be pickled; a copy starts its own pass.
+        return {"loader": self.loader, "iterator": None}
 
 
 class _SkipAtStart:
@@ -90,12 +136,19 @@ class _SkipAtStart:
         # A generator, so the skip is taken at the first batch drawn: worker-process iterators
         # call iter() twice when they start and drop the first result unused.
         skip, self.loader._batches_to_skip = self.loader._batches_to_skip, 0
-        if skip >= len(self):
-            # The checkpoint came at the end of an epoch, and the resumed run starts a new one.
-            skip = 0
-        if skip:
-            logger.info("resuming in the middle of an epoch: skipping its first %d batches", skip)
         yield from itertools.islice(iter(self.batches), skip, None)
+
+
+def _world_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def _rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return 0
 
 
 def loader_generator(seed: int) -> torch.Generator:
@@ -110,7 +163,9 @@ def loader_generator(seed: int) -> torch.Generator:
 def batches_done_in_epoch(trainer: Any) -> int:
     """Return the batches of the unfinished epoch that ``trainer`` has trained on, else 0.
 
-    ``trainer`` is a Lightning Trainer, or None before the module is attached to one.
+    ``trainer`` is a Lightning Trainer, or None before the module is attached to one. When a
+    checkpoint is saved, this is the count that the resumed run continues from. When a pass
+    begins, it is 0, or the count restored from a mid-epoch checkpoint.
     """
     if trainer is None:
         return 0
