@@ -23,7 +23,7 @@ import torch
 
 from larp_video.config import ConfigError
 from larp_video.models.generator import GeneratorConfig, LARPGenerator
-from larp_video.training.rng import gather_rng_states, restore_rank_rng_state, seed_rank
+from larp_video.training.rng import gather_rng_states, restore_or_reseed, seed_rank
 from larp_video.training.schedules import warmup_cosine, warmup_steps_from_epochs
 from larp_video.training.sharding import check_strategy, shard_models
 from larp_video.training.tokenizer_module import check_finite
@@ -90,10 +90,9 @@ class GeneratorTrainingModule(L.LightningModule):
     def on_train_start(self) -> None:
         # Lightning has restored the checkpoint by now, and the first batch is still to come.
         states, self._pending_rng_states = self._pending_rng_states, None
-        if states is not None and not restore_rank_rng_state(
-            states, self.trainer.world_size, self.global_rank, self.sampling_generator
-        ):
-            self.sampling_generator = seed_rank(self.base_seed + self.global_step, self.global_rank, self.device)
+        self.sampling_generator = restore_or_reseed(
+            states, self.trainer.world_size, self.global_rank, self.sampling_generator, self.base_seed, self.global_step
+        )
 
     def configure_model(self) -> None:
         """Shard the generator with FSDP2 (one unit per block, then the root).

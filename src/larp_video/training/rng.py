@@ -74,23 +74,34 @@ def gather_rng_states(generator: torch.Generator) -> list[dict]:
     return states
 
 
-def restore_rank_rng_state(states: list[dict] | None, world_size: int, rank: int, generator: torch.Generator) -> bool:
-    """Apply ``states[rank]`` when ``states`` has one state per rank of this run.
+def restore_or_reseed(
+    states: list[dict] | None, world_size: int, rank: int, generator: torch.Generator, seed: int, step: int
+) -> torch.Generator:
+    """Restore this rank's random states from a checkpoint's ``states``, or reseed them.
 
-    Returns False when there is nothing to restore or the checkpoint came from a run with
-    another number of processes; the caller then reseeds.
+    ``states`` has one entry per rank of the run that saved it, or is None. A fresh run (no
+    states at step 0) keeps ``generator`` and the global states as seeded. A checkpoint without
+    states, or from a run with another number of processes, reseeds every rank from
+    ``seed + step``, so the resumed run does not repeat the random draws of its first steps.
+    Returns the sampling generator to use from now on.
     """
-    if states is None:
-        return False
-    if len(states) != world_size:
-        logger.warning(
-            "the checkpoint has random states of %d ranks but this run has %d; reseeding from the step instead",
-            len(states),
-            world_size,
-        )
-        return False
-    restore_rng_state(states[rank], generator)
-    return True
+    if states is not None and len(states) == world_size:
+        restore_rng_state(states[rank], generator)
+        return generator
+    if states is None and step == 0:
+        return generator
+    if rank == 0:
+        if states is None:
+            logger.warning("the checkpoint has no random states; reseeding every process from step %d", step)
+        else:
+            logger.warning(
+                "the checkpoint has the random states of %s, and this run has %d; reseeding every process "
+                "from step %d",
+                "1 process" if len(states) == 1 else f"{len(states)} processes",
+                world_size,
+                step,
+            )
+    return seed_rank(seed + step, rank, generator.device)
 
 
 def _as_tuple(value):

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from larp_video.training.rng import gather_rng_states, restore_rank_rng_state, seed_rank
+from larp_video.training.rng import gather_rng_states, restore_or_reseed
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,9 @@ class CheckpointedTrainingState:
     def restore_rng_states(self) -> None:
         """Apply the random states of a loaded checkpoint to this rank, once."""
         states, self._pending_rng_states = self._pending_rng_states, None
-        if states is None:
-            return
-        if not restore_rank_rng_state(states, self.trainer.world_size, self.global_rank, self.sampling_generator):
-            self.sampling_generator = seed_rank(self.base_seed + self.tokenizer_step, self.global_rank, self.device)
+        self.sampling_generator = restore_or_reseed(
+            states, self.trainer.world_size, self.global_rank, self.sampling_generator, self.base_seed, self.tokenizer_step
+        )
 
 
 def _prefixed(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
