@@ -175,3 +175,17 @@ def test_usage_error_under_python_m(files):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "larp: error: --batch-size must be at least 1, got 0"
+
+
+def test_failed_write_is_one_line(files, capsys, monkeypatch):
+    # Stands in for a read-only folder, which root (as in CI) could still write to.
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(files["dir"] / "out.safetensors"))
+
+    monkeypatch.setattr("larp_video.video_tokens.save_file", refuse)
+    status, error = run_larp(capsys, ["tokenize", files["video"], "-o", str(files["dir"] / "out.safetensors"), "--model", TOKENIZER])
+    assert status == 2
+    assert "larp: error: [Errno 13] Permission denied" in error
+    assert "Traceback" not in error
+    assert not list(files["dir"].glob(".out.safetensors*")), "a temporary file was left behind"
+

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -179,3 +182,27 @@ def test_fp16_loss_scaling_with_two_optimizers(tmp_path, video_folder):
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert "scale" in checkpoint["MixedPrecision"]
     assert checkpoint["global_step"] == 4
+
+
+@pytest.mark.parametrize("flag, shown", [("-q", False), ("-v", True)])
+def test_logging_flags_before_train(tmp_path, video_folder, flag, shown):
+    config, _ = write_config(tmp_path, video_folder, max_steps=1, data={"val": None})
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "larp_video.cli.main", flag, "train", "tokenizer", "--config", str(config)]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("training on 3 videos" in result.stderr) == shown
+
+
+def test_unwritable_checkpoint_folder_fails_before_training(tmp_path, video_folder, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config, _ = write_config(
+        tmp_path, video_folder, max_steps=1, data={"val": None},
+        trainer={"callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                "init_args": {"dirpath": str(blocker / "checkpoints")}}]},
+    )
+    assert main(["train", "tokenizer", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert f"cannot write checkpoints to {blocker / 'checkpoints'}" in error
+    assert "Traceback" not in error

@@ -38,6 +38,8 @@ PASSTHROUGH_COMMANDS = {
     "train": "larp_video.cli.train",
 }
 
+LOGGING_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -62,7 +64,10 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exception types that describe bad input; the CLI prints them without a traceback."""
+    """Exception types that describe bad input or a failed read or write; the CLI prints them
+    in one line, and ``larp -v`` logs the traceback too."""
+    from safetensors import SafetensorError
+
     from larp_video.config import ConfigError
     from larp_video.data.token_shards import TokenShardError
     from larp_video.data.video_io import VideoReadError
@@ -77,7 +82,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         UsageError,
         ConfigError,
         VideoReadError,
-        FileNotFoundError,
+        OSError,  # FileNotFoundError, PermissionError, IsADirectoryError, a full disk, ...
+        SafetensorError,
         TokenFileError,
         ReleasedCheckpointError,
         ModelFileError,
@@ -91,10 +97,15 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
-    if argv and argv[0] in PASSTHROUGH_COMMANDS:
-        configure_logging()
-        module = importlib.import_module(PASSTHROUGH_COMMANDS[argv[0]])
-        return _run_reporting_errors(lambda: module.main(argv[1:]))
+    # `larp -q train ...`: the logging flags come before a command that parses its own arguments.
+    flags = 0
+    while flags < len(argv) and argv[flags] in LOGGING_FLAGS:
+        flags += 1
+    if flags < len(argv) and argv[flags] in PASSTHROUGH_COMMANDS:
+        given = set(argv[:flags])
+        configure_logging(verbose=bool(given & {"-v", "--verbose"}), quiet=bool(given & {"-q", "--quiet"}))
+        module = importlib.import_module(PASSTHROUGH_COMMANDS[argv[flags]])
+        return _run_reporting_errors(lambda: module.main(argv[flags + 1 :]))
 
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet)
@@ -108,6 +119,7 @@ def _run_reporting_errors(handler) -> int:
         print("larp: interrupted", file=sys.stderr)
         return 130
     except user_error_types() as error:
+        logger.debug("the command failed", exc_info=True)
         print(f"larp: error: {error}", file=sys.stderr)
         return 2
     return int(status or 0)

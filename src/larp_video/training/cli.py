@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import tempfile
 import warnings
 from typing import Optional
 
@@ -76,6 +78,7 @@ def run_training(module_path: str, data_path: str, args: list[str]) -> int:
             )
         raise UsageError(f"invalid training configuration: {error}{hint}") from error
     check_model_parallel_sizes(cli.trainer)
+    check_checkpoint_folders(cli.trainer)
     if cli.config.get("resume"):
         # A resumed run writes into its own checkpoint folder, which is expected to contain files.
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
@@ -125,6 +128,26 @@ def send_lightning_logs_to_root() -> None:
         # basicConfig's console handler only, not handlers that capture logs, such as pytest's.
         if type(handler) is logging.StreamHandler and not any(isinstance(existing, _RankZeroInfo) for existing in handler.filters):
             handler.addFilter(_RankZeroInfo())
+
+
+def check_checkpoint_folders(trainer) -> None:
+    """Raise ``UsageError`` when a checkpoint folder cannot be created or written.
+
+    Lightning would otherwise fail at the first checkpoint, after the first steps have run.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        folder = callback.dirpath or trainer.default_root_dir
+        if folder is None or "://" in str(folder):
+            continue
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise UsageError(
+                f"cannot write checkpoints to {folder}: {error.strerror or error}; set another "
+                "ModelCheckpoint dirpath (or trainer.default_root_dir) or make the folder writable"
+            ) from error
 
 
 def check_model_parallel_sizes(trainer) -> None:

@@ -230,7 +230,7 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         ddp_model = self.trainer.strategy.model
         if isinstance(ddp_model, DistributedDataParallel) and self.adversarial is not None:
             if not ddp_model.find_unused_parameters:
-                raise ValueError(
+                raise ConfigError(
                     "the discriminator and the tokenizer are updated by separate backward passes, which DDP "
                     "accepts only with find_unused_parameters; set trainer.strategy=ddp_find_unused_parameters_true"
                 )
@@ -249,7 +249,7 @@ class TokenizerTrainingModule(CheckpointedTrainingState, L.LightningModule):
         if self.hparams.warmup_epochs > 0:
             batches = float(trainer.num_training_batches)
             if batches == float("inf"):
-                raise ValueError("warmup_epochs needs a dataset with a length; set model.warmup_steps instead")
+                raise ConfigError("warmup_epochs needs a dataset with a length; set model.warmup_steps instead")
             self._warmup_steps = int(round(self.hparams.warmup_epochs * batches))
         logger.info(
             "training for %d tokenizer steps with %d warm-up steps, from step %d",
