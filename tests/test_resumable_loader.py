@@ -10,7 +10,7 @@ from lightning.pytorch.utilities.data import _update_dataloader
 from torch.utils.data import DistributedSampler
 
 from larp_video.data.datasets import EpochSampler
-from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch
+from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch, fingerprint_data
 
 
 def loader(batches_done=lambda: 0, num_workers=0, batch_size=2, **kwargs):
@@ -37,7 +37,8 @@ class Counter:
 
 
 def test_state_dict_records_count_and_shape():
-    assert loader(Counter(4)).state_dict() == {"batches_done": 4, "batch_size": 2, "world_size": 1, "num_items": 12}
+    state = loader(Counter(4), data_key="abc").state_dict()
+    assert state == {"batches_done": 4, "batch_size": 2, "world_size": 1, "num_items": 12, "data_key": "abc"}
     assert loader(batches_done=None).state_dict()["batches_done"] == 0
 
 
@@ -78,10 +79,17 @@ def test_epoch_set_after_iter_applies_with_workers():
 
 def test_resume_with_other_batch_size_warns(caplog):
     resumed = loader(Counter(1), batch_size=3)
-    resumed.load_state_dict({"batches_done": 1, "batch_size": 2, "world_size": 1, "num_items": 12})
+    resumed.load_state_dict({"batches_done": 1, "batch_size": 2, "world_size": 1, "num_items": 12, "data_key": ""})
     epoch(resumed)
     assert "batch_size 2 -> 3" in caplog.text
     assert "the first 1 batches of this epoch are skipped" in caplog.text
+
+
+def test_resume_with_other_data_warns(caplog):
+    resumed = loader(Counter(1), data_key=fingerprint_data(["a.mp4", "b.mp4"], 1))
+    resumed.load_state_dict({**resumed.state_dict(), "data_key": fingerprint_data(["a.mp4", "b.mp4"], 0)})
+    epoch(resumed)
+    assert "other data settings than the checkpoint (the training files or data.seed)" in caplog.text
 
 
 def test_resume_with_same_settings_does_not_warn(caplog):

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from larp_video.data.datasets import EpochSampler, VideoClipDataset
 from larp_video.data.manifests import list_labeled_videos
-from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch, loader_generator
+from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch, fingerprint_data, loader_generator
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class VideoDataModule(L.LightningDataModule):
         return ResumableDataLoader(
             self.train_dataset,
             batches_done=self._batches_done,
+            data_key=fingerprint_data(self.train_dataset.videos, h.repeats, h.seed, h.deterministic),
             batch_size=h.batch_size,
             sampler=sampler,
             drop_last=len(self.train_dataset) >= h.batch_size,

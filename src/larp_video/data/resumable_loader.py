@@ -20,7 +20,9 @@ warning, because the same count then covers other clips.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -35,13 +37,17 @@ class ResumableDataLoader(DataLoader):
     """``DataLoader`` whose passes start after the batches the trainer counts as done.
 
     ``batches_done`` returns how many batches of the current epoch the trainer has trained on,
-    0 at the start or end of an epoch (see ``batches_done_in_epoch``). All other arguments are
-    DataLoader's.
+    0 at the start or end of an epoch (see ``batches_done_in_epoch``). ``data_key`` identifies
+    what decides the epoch's order (see ``fingerprint_data``), so a resume with other data can
+    warn. All other arguments are DataLoader's.
     """
 
-    def __init__(self, *args: Any, batches_done: Callable[[], int] | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, batches_done: Callable[[], int] | None = None, data_key: str = "", **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.batches_done = batches_done
+        self.data_key = data_key
         self._batches_to_skip = 0
         self._saved_state: dict[str, int] | None = None
 
@@ -69,11 +75,12 @@ class ResumableDataLoader(DataLoader):
     def _done(self) -> int:
         return 0 if self.batches_done is None else int(self.batches_done())
 
-    def _shape(self) -> dict[str, int]:
+    def _shape(self) -> dict[str, Any]:
         return {
             "batch_size": self.batch_size if self.batch_size is not None else 1,
             "world_size": _world_size(),
             "num_items": len(self.dataset),  # type: ignore[arg-type]
+            "data_key": self.data_key,
         }
 
     def _warn_if_shape_changed(self, saved: dict[str, int] | None, skip: int) -> None:
@@ -82,7 +89,11 @@ class ResumableDataLoader(DataLoader):
             return
         changed = {key: (saved[key], value) for key, value in now.items() if key in saved and saved[key] != value}
         if changed:
-            listed = ", ".join(f"{key} {before} -> {after}" for key, (before, after) in changed.items())
+            # The key is a hash, so it is named rather than shown.
+            listed = ", ".join(
+                "the training files or data.seed" if key == "data_key" else f"{key} {before} -> {after}"
+                for key, (before, after) in changed.items()
+            )
             logger.warning(
                 "resuming in the middle of an epoch with other data settings than the checkpoint (%s): "
                 "the first %d batches of this epoch are skipped as counted, so some of its clips may be "
@@ -158,6 +169,12 @@ def loader_generator(seed: int) -> torch.Generator:
     global random state, so validation and new epochs leave training's random stream alone.
     """
     return torch.Generator().manual_seed(seed)
+
+
+def fingerprint_data(*parts: Any) -> str:
+    """Return a short hash of ``parts``: what decides an epoch's order, e.g. the files and seed."""
+    text = json.dumps(parts, default=str, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def batches_done_in_epoch(trainer: Any) -> int:

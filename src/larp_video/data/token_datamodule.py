@@ -10,7 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from larp_video.data.datasets import EpochSampler
-from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch, loader_generator
+from larp_video.data.resumable_loader import ResumableDataLoader, batches_done_in_epoch, fingerprint_data, loader_generator
 from larp_video.data.token_dataset import TokenDataset
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class TokenDataModule(L.LightningDataModule):
         return ResumableDataLoader(
             self.train_dataset,
             batches_done=self._batches_done,
+            data_key=fingerprint_data(self.train_dataset.shard_paths, len(self.train_dataset), self.hparams.seed),
             batch_size=self.hparams.batch_size,
             sampler=sampler,
             drop_last=len(self.train_dataset) >= self.hparams.batch_size,
