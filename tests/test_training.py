@@ -206,3 +206,16 @@ def test_unwritable_checkpoint_folder_fails_before_training(tmp_path, video_fold
     error = capsys.readouterr().err
     assert f"cannot write checkpoints to {blocker / 'checkpoints'}" in error
     assert "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    "option, hint",
+    [("--trainer.gradient_clip_val=1.0", "set model.gradient_clip_norm instead"),
+     ("--trainer.accumulate_grad_batches=2", "raise data.batch_size or the number of processes")],
+)
+def test_lightning_automatic_options_rejected_in_one_line(tmp_path, video_folder, capsys, option, hint):
+    config, _ = write_config(tmp_path, video_folder, max_steps=1, data={"val": None})
+    assert main(["train", "tokenizer", "--config", str(config), option]) == 2
+    error = capsys.readouterr().err
+    assert hint in error
+    assert "Traceback" not in error

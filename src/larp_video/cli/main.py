@@ -59,8 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s")
+    # -v shows larp's own debug messages, not those of every library (matplotlib, PIL, ...).
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    if verbose:
+        logging.getLogger("larp_video").setLevel(logging.DEBUG)
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

@@ -84,8 +84,23 @@ def run_training(module_path: str, data_path: str, args: list[str]) -> int:
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if cli.config.get("num_threads"):
         torch.set_num_threads(cli.config["num_threads"])
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
+    except MisconfigurationException as error:
+        # Raised when fit starts, before any step: Trainer options that the module cannot use.
+        logger.debug("training could not start", exc_info=True)
+        raise UsageError(f"invalid training configuration: {error}{_manual_optimization_hint(error)}") from error
     return 0
+
+
+def _manual_optimization_hint(error: Exception) -> str:
+    # The tokenizer module steps its optimizers itself, so Lightning's automatic options fail.
+    message = str(error)
+    if "gradient_clip" in message:
+        return "; the tokenizer clips gradients itself: set model.gradient_clip_norm instead"
+    if "accumulate_grad_batches" in message:
+        return "; the tokenizer has no gradient accumulation: raise data.batch_size or the number of processes instead"
+    return ""
 
 
 class _RankZeroInfo(logging.Filter):
