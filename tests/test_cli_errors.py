@@ -179,10 +179,10 @@ def test_usage_error_under_python_m(files):
 
 def test_failed_write_is_one_line(files, capsys, monkeypatch):
     # Stands in for a read-only folder, which root (as in CI) could still write to.
-    def refuse(*args, **kwargs):
+    def raise_permission_error(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(files["dir"] / "out.safetensors"))
 
-    monkeypatch.setattr("larp_video.video_tokens.save_file", refuse)
+    monkeypatch.setattr("larp_video.video_tokens.save_file", raise_permission_error)
     status, error = run_larp(capsys, ["tokenize", files["video"], "-o", str(files["dir"] / "out.safetensors"), "--model", TOKENIZER])
     assert status == 2
     assert "larp: error: [Errno 13] Permission denied" in error

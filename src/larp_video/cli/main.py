@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     while flags < len(argv) and argv[flags] in LOGGING_FLAGS:
         flags += 1
     if flags < len(argv) and argv[flags] in PASSTHROUGH_COMMANDS:
-        given = set(argv[:flags])
-        configure_logging(verbose=bool(given & {"-v", "--verbose"}), quiet=bool(given & {"-q", "--quiet"}))
+        leading_flags = set(argv[:flags])
+        verbose = bool(leading_flags & {"-v", "--verbose"})
+        quiet = bool(leading_flags & {"-q", "--quiet"})
+        configure_logging(verbose=verbose, quiet=quiet)
         module = importlib.import_module(PASSTHROUGH_COMMANDS[argv[flags]])
         return _run_reporting_errors(lambda: module.main(argv[flags + 1 :]))
 

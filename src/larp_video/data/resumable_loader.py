@@ -14,8 +14,9 @@ processes, which draw indices as soon as their iterator exists: on resume, Light
 the iterator before it sets the epoch.
 
 The ``state_dict``, which Lightning saves in checkpoints, records the count, the batch size, the
-process count and the number of items. A run that resumes mid-epoch with other values gets a
-warning, because the same count then covers other clips.
+process count, the number of items and a hash of the training files and seed. A run that
+resumes mid-epoch with other values gets a warning, because the same count then covers other
+clips.
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ class ResumableDataLoader(DataLoader):
         self.batches_done = batches_done
         self.data_key = data_key
         self._batches_to_skip = 0
-        self._saved_state: dict[str, int] | None = None
+        self._saved_state: dict[str, Any] | None = None
 
-    def state_dict(self) -> dict[str, int]:
-        return {"batches_done": self._done(), **self._shape()}
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches_done": self._done(), **self._settings()}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        # Only compared with this run's shape: the skip itself comes from the trainer's count,
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Only compared with this run's settings. The skip itself comes from the trainer's count,
         # which Lightning restores from the same checkpoint.
         self._saved_state = dict(state)
 
@@ -68,14 +69,14 @@ class ResumableDataLoader(DataLoader):
         saved, self._saved_state = self._saved_state, None
         if skip:
             logger.info("resuming in the middle of an epoch: skipping its first %d batches", skip)
-            self._warn_if_shape_changed(saved, skip)
+            self._warn_if_settings_changed(saved, skip)
         self._batches_to_skip = skip
         return DataLoader.__iter__(self)
 
     def _done(self) -> int:
         return 0 if self.batches_done is None else int(self.batches_done())
 
-    def _shape(self) -> dict[str, Any]:
+    def _settings(self) -> dict[str, Any]:
         return {
             "batch_size": self.batch_size if self.batch_size is not None else 1,
             "world_size": _world_size(),
@@ -83,10 +84,10 @@ class ResumableDataLoader(DataLoader):
             "data_key": self.data_key,
         }
 
-    def _warn_if_shape_changed(self, saved: dict[str, int] | None, skip: int) -> None:
-        now = self._shape()
+    def _warn_if_settings_changed(self, saved: dict[str, Any] | None, skip: int) -> None:
         if saved is None or _rank() != 0:
             return
+        now = self._settings()
         changed = {key: (saved[key], value) for key, value in now.items() if key in saved and saved[key] != value}
         if changed:
             # The key is a hash, so it is named rather than shown.
@@ -129,7 +130,7 @@ class _DeferredPass:
         return len(self.loader)
 
     def __getstate__(self) -> dict[str, Any]:
-        # DataLoader iterators cannot be pickled; a copy starts its own pass.
+        # DataLoader iterators cannot be pickled, so a copy starts its own pass.
         return {"loader": self.loader, "iterator": None}
 
 

@@ -56,7 +56,7 @@ def run_training(module_path: str, data_path: str, args: list[str]) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # Without validation data the datamodules return an empty list, Lightning's way to skip it.
     warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
-    send_lightning_logs_to_root()
+    configure_training_logs()
     try:
         cli = LarpCLI(
             _load(module_path),
@@ -117,13 +117,14 @@ class _NoLitLoggerTip(logging.Filter):
         return "[litlogger]" not in record.getMessage()
 
 
-def send_lightning_logs_to_root() -> None:
+def configure_training_logs() -> None:
     """Route Lightning's messages through the handler that ``larp`` set up, once each.
 
     Importing ``lightning`` adds a console handler ("INFO: ...") to its logger, which also
     passes each message on to the root logger, so without this every line prints twice. Where
     the root logger has a handler, Lightning's own is removed, and ``larp -q`` hides its INFO
-    lines.
+    lines. Lightning's LitLogger tip is dropped.
+
     With several processes, only global rank 0 prints INFO lines, while every rank prints its
     warnings (a skipped video, for example).
     """
@@ -141,7 +142,9 @@ def send_lightning_logs_to_root() -> None:
         rank_zero_logger.addFilter(_NoLitLoggerTip())
     for handler in root.handlers:
         # basicConfig's console handler only, not handlers that capture logs, such as pytest's.
-        if type(handler) is logging.StreamHandler and not any(isinstance(existing, _RankZeroInfo) for existing in handler.filters):
+        if type(handler) is not logging.StreamHandler:
+            continue
+        if not any(isinstance(existing, _RankZeroInfo) for existing in handler.filters):
             handler.addFilter(_RankZeroInfo())
 
 
